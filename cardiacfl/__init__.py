@@ -1,0 +1,1 @@
+"""The `cardiacfl` command line."""

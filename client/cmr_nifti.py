@@ -1,0 +1,65 @@
+"""NIfTI cine reader (`.nii`, `.nii.gz`): 4D (x, y, slice, time) volumes, or 3D (x, y, time) single-slice
+cines, with spacing and in-plane orientation taken from the affine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from client.cmr_ingest import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
+from client.site_config import CmrSettings
+
+_RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
+
+
+def read_nifti_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tuple[float, float], dict]:
+    """Return (T, rows, cols) frames of the chosen slice, (row, col) spacing in mm and metadata."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as err:
+        raise CmrError(f"{path.name}: not a readable NIfTI file: {err}") from err
+    shape = image.shape
+    # Trailing singleton dimensions (x, y, z, t, 1) are harmless; anything else must be 3D+t or 2D+t.
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) == 4:
+        n_slices, n_frames = shape[2], shape[3]
+    elif len(shape) == 3:
+        n_slices, n_frames = 1, shape[2]
+    else:
+        raise CmrError(
+            f"{path.name}: wrong dimensions {image.shape}; expected 4D (x, y, slice, time) or 3D (x, y, time)"
+        )
+    if n_frames < 2:
+        raise CmrError(f"{path.name}: {n_frames} time frame(s); a cine needs at least 2 (shape {image.shape})")
+
+    slice_index = pick_slice_index(n_slices, settings.slice_position)
+    # Only the chosen slice is read; dataobj applies the header's scl_slope/scl_inter.
+    extra = (0,) * (len(image.shape) - len(shape))  # drop the trailing singleton axes
+    if len(shape) == 4:
+        volume = np.asarray(image.dataobj[(slice(None), slice(None), slice_index, slice(None)) + extra])
+    else:
+        volume = np.asarray(image.dataobj[(slice(None),) * 3 + extra])
+    frames = np.moveaxis(volume, -1, 0).transpose(0, 2, 1).astype(np.float32)  # (T, j, i): rows follow j
+
+    affine = image.affine
+    spacing_i, spacing_j = (float(np.linalg.norm(affine[:3, k])) for k in (0, 1))
+    if not (spacing_i > 0 and spacing_j > 0):
+        raise CmrError(f"{path.name}: affine has zero voxel size")
+    direction_i = affine[:3, 0] / spacing_i * _RAS_TO_LPS
+    direction_j = affine[:3, 1] / spacing_j * _RAS_TO_LPS
+    transpose, flip_rows, flip_cols = canonical_in_plane(np.stack([direction_j, direction_i]))
+    frames = apply_in_plane(frames, transpose, flip_rows, flip_cols)
+    spacing = (spacing_i, spacing_j) if transpose else (spacing_j, spacing_i)
+    slice_axis = affine[:3, 2] * _RAS_TO_LPS
+    meta = {
+        "format": "nifti",
+        "source_dims": list(image.shape),
+        "n_slices": n_slices,
+        "slice_index": slice_index,
+        "slice_location": float(np.dot(affine[:3, 3] * _RAS_TO_LPS + slice_index * slice_axis, slice_axis / max(np.linalg.norm(slice_axis), 1e-9))),
+    }
+    return frames, spacing, meta

@@ -1,0 +1,1 @@
+"""Streamlit study dashboard for study leads; reads the run database only."""

@@ -1,0 +1,1 @@
+"""Coordinating-lab side: the Flower ServerApp, study orchestration and the run database."""

@@ -1,0 +1,1 @@
+"""CardiacNets model code shared by the server, the clients, `predict` and the dashboard."""
