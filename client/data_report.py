@@ -1,0 +1,74 @@
+"""The data report of a site check: every rejected record with its file and reason, and counts per
+modality, split and label. Shown to hospital IT; it stays on site (it names files and subjects)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class RecordProblem:
+    subject_id: str
+    file: str
+    modality: str  # manifest | ecg | cmr
+    reason: str
+    severity: str = "rejected"  # rejected: the record (or modality) is not used; warning: used, partly
+
+    def line(self) -> str:
+        return f"[{self.severity}] {self.subject_id or '-'} {self.modality}: {self.reason} ({self.file})"
+
+
+@dataclass
+class DataReport:
+    site_id: str
+    manifest: str
+    manifest_rows: int = 0
+    problems: list[RecordProblem] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # filled by the site preparation
+
+    @property
+    def usable_subjects(self) -> int:
+        return int(sum(self.counts.get("subjects_with_ecg", {}).values()))
+
+    @property
+    def rejected(self) -> list[RecordProblem]:
+        return [p for p in self.problems if p.severity == "rejected"]
+
+    def to_json(self) -> str:
+        payload = asdict(self)
+        payload["usable_subjects"] = self.usable_subjects
+        return json.dumps(payload, indent=2, sort_keys=False)
+
+    def render(self, console) -> None:
+        """Human-readable report on a rich console."""
+        from rich.table import Table
+
+        console.print(f"[bold]Site {self.site_id}[/bold] — manifest {self.manifest} ({self.manifest_rows} rows)")
+        table = Table(title="Usable data", show_header=True)
+        table.add_column("what")
+        for split in ("train", "val", "test", "total"):
+            table.add_column(split, justify="right")
+        for label, key in [("subjects with ECG", "subjects_with_ecg"), ("ECG windows", "ecg_windows"),
+                           ("paired ECG-CMR", "paired"), ("ECG-only", "ecg_only"), ("reduced-lead ECG", "reduced_lead")]:
+            per_split = self.counts.get(key, {})
+            if isinstance(per_split, dict):
+                table.add_row(label, *(str(per_split.get(s, 0)) for s in ("train", "val", "test")), str(sum(per_split.values())))
+        console.print(table)
+
+        labels = Table(title="Labels (usable subjects)")
+        labels.add_column("label")
+        labels.add_column("labelled", justify="right")
+        labels.add_column("positive", justify="right")
+        for name, stats in self.counts.get("labels", {}).items():
+            labels.add_row(name, str(stats["labelled"]), "" if stats.get("positive") is None else str(stats["positive"]))
+        console.print(labels)
+
+        rejected, warnings = self.rejected, [p for p in self.problems if p.severity != "rejected"]
+        if self.problems:
+            console.print(f"[bold]{len(rejected)} rejected, {len(warnings)} warnings[/bold]")
+            for problem in self.problems:
+                colour = "red" if problem.severity == "rejected" else "yellow"
+                console.print(f"[{colour}]{problem.line()}[/{colour}]", highlight=False, soft_wrap=True)
+        else:
+            console.print("[green]no problems found[/green]")
