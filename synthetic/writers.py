@@ -68,7 +68,7 @@ def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_ga
 
 def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str):
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
@@ -80,7 +80,7 @@ def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str):
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = study_uid
     ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = study_uid + ".1"
+    ds.FrameOfReferenceUID = generate_uid(entropy_srcs=[study_uid, "frame-of-reference"])
     ds.PatientID = subject
     ds.PatientName = "Synthetic^" + subject
     ds.Modality = "MR"
