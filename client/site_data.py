@@ -116,7 +116,8 @@ def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCach
 def _cached(cache: PreprocessCache, modality: str, files: list[Path], settings, decode):
     """Return (key, array, meta) from the cache, decoding and storing on a miss (failures are stored too)."""
     if not files:
-        raise OSError("file not found")
+        decode()  # nothing to key on: the reader raises its own "not found" error naming the file
+        raise OSError("source files not found")
     key = cache.key(modality, files, settings)
     hit = cache.get(key)
     if hit is not None:
