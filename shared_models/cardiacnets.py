@@ -1,0 +1,89 @@
+"""CardiacNets: ECG encoder (+ masked-modelling decoder), CMR encoder, ECG-CMR projections and the
+ECG-only heads, built by the one `build_model` that the server, the clients and `predict` share."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared_models.cmr_encoder import CmrEncoder
+from shared_models.config import CardiacNetsConfig, preset
+from shared_models.ecg_encoder import EcgEncoder, MaskedEcgDecoder, masked_ecg_loss
+
+
+def info_nce(ecg_embedding: torch.Tensor, cmr_embedding: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric CLIP loss: the i-th ECG and the i-th CMR are the positive pair, the rest negatives."""
+    ecg = F.normalize(ecg_embedding, dim=-1)
+    cmr = F.normalize(cmr_embedding, dim=-1)
+    logits = ecg @ cmr.T / temperature  # (B, B)
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class CardiacNets(nn.Module):
+    def __init__(self, config: CardiacNetsConfig):
+        super().__init__()
+        self.config = config
+        self.ecg_encoder = EcgEncoder(config.ecg)
+        self.ecg_decoder = MaskedEcgDecoder(config.ecg)
+        self.cmr_encoder = CmrEncoder(config.cmr)
+        self.ecg_projection = nn.Linear(config.ecg.dim, config.align.embed_dim)
+        self.cmr_projection = nn.Linear(config.cmr.dim, config.align.embed_dim)
+        hidden = config.heads.hidden
+        self.indicator_head = _head(config.ecg.dim, hidden, config.heads.n_indicators)
+        self.disease_head = _head(config.ecg.dim, hidden, config.heads.n_diseases)
+        self.apply(_init_embeddings)
+
+    # embeddings ------------------------------------------------------------------------------------
+    def ecg_features(self, batch: dict) -> torch.Tensor:
+        """(B, ecg.dim) pooled ECG representation: class token plus the mean of the patch tokens (the mean
+        differs between records from the first step, where a class token alone starts out nearly constant)."""
+        tokens = self.ecg_encoder(batch["ecg"], batch["lead_mask"], batch.get("demographics"), batch.get("demographics_mask"))
+        return tokens[:, 0] + tokens[:, self.ecg_encoder.n_prefix:].mean(1)
+
+    def ecg_embedding(self, batch: dict) -> torch.Tensor:
+        return self.ecg_projection(self.ecg_features(batch))
+
+    def cmr_embedding(self, clip: torch.Tensor) -> torch.Tensor:
+        tokens = self.cmr_encoder(clip)
+        return self.cmr_projection(tokens[:, 0] + tokens[:, 1:].mean(1))
+
+    # losses ----------------------------------------------------------------------------------------
+    def masked_ecg_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        return masked_ecg_loss(self.ecg_encoder, self.ecg_decoder, batch, generator)
+
+    def contrastive_loss(self, batch: dict) -> torch.Tensor:
+        """InfoNCE over the paired samples of the batch (ECG-only samples take no part)."""
+        paired = batch["has_cmr"]
+        if int(paired.sum()) < 2:
+            return batch["ecg"].new_zeros(())
+        subset = {k: v[paired] for k, v in batch.items() if torch.is_tensor(v)}
+        return info_nce(self.ecg_embedding(subset), self.cmr_embedding(subset["cmr"]), self.config.align.temperature)
+
+    def heads(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(standardised indicator predictions (B, 9), disease logits (B, 5))."""
+        features = self.ecg_features(batch)
+        return self.indicator_head(features), self.disease_head(features)
+
+
+def _init_embeddings(module: nn.Module) -> None:
+    # ViT/GPT practice: small position/lead embeddings, so the signal dominates the tokens at the start
+    # (torch's default N(0, 1) drowns the patch content and every record starts out looking the same).
+    if isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+
+
+def _head(dim: int, hidden: int, out: int) -> nn.Module:
+    if hidden <= 0:
+        return nn.Linear(dim, out)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+
+def build_model(config: CardiacNetsConfig | str) -> CardiacNets:
+    """The one constructor every component uses, from a config or a preset name."""
+    return CardiacNets(preset(config) if isinstance(config, str) else config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

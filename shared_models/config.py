@@ -1,0 +1,114 @@
+"""One config dataclass per model part and the presets; sizes change numbers, never code paths."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from shared_models.targets import DISEASES, INDICATORS, LEADS
+
+
+@dataclass
+class EcgEncoderConfig:
+    n_leads: int = len(LEADS)
+    sampling_rate_hz: int = 500  # must match the site configs' ecg.sampling_rate_hz
+    window_s: float = 10.0
+    patch_s: float = 0.2  # one token = one lead x 0.2 s (reference design)
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    decoder_dim: int = 32  # the masked-modelling decoder is deliberately light
+    decoder_depth: int = 1
+    decoder_heads: int = 2
+    mask_ratio: float = 0.75  # fraction of tokens hidden from the encoder during masked pretraining
+    ncc_weight: float = 0.1  # weight of the (1 - normalised cross-correlation) reconstruction term
+    use_demographics: bool = True  # add an (age, sex) token where the manifest has them
+
+    @property
+    def samples_per_patch(self) -> int:
+        return int(round(self.patch_s * self.sampling_rate_hz))
+
+    @property
+    def patches_per_lead(self) -> int:
+        return int(round(self.window_s / self.patch_s))
+
+
+@dataclass
+class CmrEncoderConfig:
+    frames: int = 16  # must match the site configs' cmr.frames
+    image_size: int = 64  # must match cmr.image_size
+    tubelet_frames: int = 4  # space-time patch: 4 frames x 8 x 8 pixels
+    tubelet_pixels: int = 8
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+
+    @property
+    def n_tokens(self) -> int:
+        return (self.frames // self.tubelet_frames) * (self.image_size // self.tubelet_pixels) ** 2
+
+
+@dataclass
+class AlignmentConfig:
+    embed_dim: int = 64  # shared ECG-CMR embedding space
+    temperature: float = 0.1  # InfoNCE temperature (reference 0.1)
+
+
+@dataclass
+class HeadsConfig:
+    n_indicators: int = len(INDICATORS)
+    n_diseases: int = len(DISEASES)
+    hidden: int = 0  # 0: linear heads on the pooled ECG embedding
+
+
+@dataclass
+class CardiacNetsConfig:
+    preset: str = "tiny"
+    ecg: EcgEncoderConfig = field(default_factory=EcgEncoderConfig)
+    cmr: CmrEncoderConfig = field(default_factory=CmrEncoderConfig)
+    align: AlignmentConfig = field(default_factory=AlignmentConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CardiacNetsConfig":
+        return cls(
+            preset=data["preset"], ecg=EcgEncoderConfig(**data["ecg"]), cmr=CmrEncoderConfig(**data["cmr"]),
+            align=AlignmentConfig(**data["align"]), heads=HeadsConfig(**data["heads"]),
+        )
+
+
+def preset(name: str) -> CardiacNetsConfig:
+    """tiny: tests on CPU in seconds; small: the 2-core demo; base: a GPU (ViT-B-sized ECG encoder);
+    paper: sizes as in the CardiacNets code (ViT-L ECG encoder, a Swin-B-sized CMR encoder)."""
+    if name == "tiny":
+        return CardiacNetsConfig(
+            preset=name,
+            ecg=EcgEncoderConfig(patch_s=0.5, dim=32, depth=1, heads=2, decoder_dim=16),
+            cmr=CmrEncoderConfig(tubelet_frames=8, tubelet_pixels=16, dim=32, depth=1, heads=2),
+            align=AlignmentConfig(embed_dim=32),
+        )
+    if name == "small":
+        return CardiacNetsConfig(preset=name)
+    if name == "base":
+        return CardiacNetsConfig(
+            preset=name,
+            ecg=EcgEncoderConfig(dim=768, depth=12, heads=12, mlp_ratio=4.0, decoder_dim=256, decoder_depth=4, decoder_heads=8),
+            cmr=CmrEncoderConfig(dim=512, depth=8, heads=8, mlp_ratio=4.0),
+            align=AlignmentConfig(embed_dim=256),
+        )
+    if name == "paper":
+        return CardiacNetsConfig(
+            preset=name,
+            ecg=EcgEncoderConfig(dim=1024, depth=24, heads=16, mlp_ratio=4.0, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+            cmr=CmrEncoderConfig(dim=768, depth=12, heads=12, mlp_ratio=4.0),  # Swin-B-sized (~88 M)
+            align=AlignmentConfig(embed_dim=512),
+        )
+    raise ValueError(f"unknown preset {name!r} (expected tiny, small, base or paper)")
+
+
+PRESETS = ("tiny", "small", "base", "paper")

@@ -1,0 +1,151 @@
+"""CardiacNets model: shapes, losses that fall on a fixed tiny batch, a DP step per trainable part,
+checkpoint round trip."""
+
+import torch
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
+from torch import nn
+
+from shared_models.cardiacnets import build_model, info_nce
+from shared_models.checkpoint import load_checkpoint, save_checkpoint
+from shared_models.ecg_encoder import choose_visible, masked_reconstruction_loss
+
+
+def _batch(model, B=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    T = cfg.ecg.samples_per_patch * cfg.ecg.patches_per_lead
+    t = torch.arange(T) / cfg.ecg.sampling_rate_hz
+    phase = torch.rand(B, 12, 1, generator=g) * 6.28
+    rate = torch.linspace(0.8, 3.0, B).view(B, 1, 1)  # distinct records, so pairs can be told apart
+    ecg = torch.sin(2 * torch.pi * rate * t + phase) + 0.05 * torch.randn(B, 12, T, generator=g)
+    lead_mask = torch.ones(B, 12, dtype=torch.bool)
+    lead_mask[0, 6:] = False  # one reduced-lead record
+    ecg[0, 6:] = 0
+    return {
+        "ecg": ecg, "lead_mask": lead_mask,
+        # each clip's brightness follows its ECG's rate: a correspondence the contrastive loss can learn
+        "cmr": 0.2 * torch.rand(B, cfg.cmr.frames, cfg.cmr.image_size, cfg.cmr.image_size, generator=g) + rate.view(B, 1, 1, 1) / 3,
+        "has_cmr": torch.tensor([True] * (B - 1) + [False]),
+        "demographics": torch.tensor([[60.0, 1.0]] * B), "demographics_mask": torch.ones(B, 2, dtype=torch.bool),
+    }
+
+
+def test_shapes_and_visible_tokens_come_from_measured_leads():
+    model = build_model("tiny")
+    batch = _batch(model)
+    indicators, diseases = model.heads(batch)
+    assert indicators.shape == (6, 9) and diseases.shape == (6, 5)
+    assert model.cmr_embedding(batch["cmr"]).shape == (6, model.config.align.embed_dim)
+    keep = choose_visible(batch["lead_mask"], model.config.ecg)
+    per_lead = model.config.ecg.patches_per_lead
+    assert keep.shape == (6, round(12 * per_lead * 0.25))
+    assert (keep[0] // per_lead < 6).all()  # the reduced-lead record only shows its measured leads
+
+
+def test_reconstruction_loss_matches_hand_computation():
+    prediction = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]]])
+    target = torch.tensor([[[1.0, 2.0, 4.0], [5.0, 5.0, 5.0]]])
+    hidden = torch.tensor([[True, False]])
+    loss = masked_reconstruction_loss(prediction, target, hidden, ncc_weight=0.5)
+    mse = 1 / 3
+    p, t = torch.tensor([-1.0, 0.0, 1.0]), torch.tensor([-4 / 3, -1 / 3, 5 / 3])
+    ncc = (p @ t) / (p.norm() * t.norm())
+    assert torch.allclose(loss, torch.tensor([mse + 0.5 * (1 - ncc)]), atol=1e-6)
+
+
+def test_info_nce_is_low_for_matching_pairs():
+    x = torch.eye(4) * 5
+    assert info_nce(x, x, 0.1) < 0.01
+    assert info_nce(x, x.roll(1, 0), 0.1) > 5
+
+
+def _descends(loss_fn, params, steps=30, lr=3e-3):
+    optimizer = torch.optim.Adam(params, lr=lr)
+    first = None
+    for _ in range(steps):
+        loss = loss_fn()
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return first, loss_fn().item()
+
+
+def test_losses_decrease_on_a_fixed_tiny_batch():
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    batch = _batch(model)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731 - same mask every step
+    first, last = _descends(lambda: model.masked_ecg_loss(batch, g()), model.parameters())
+    assert last < 0.7 * first
+    first, last = _descends(lambda: model.contrastive_loss(batch), model.parameters(), steps=60, lr=3e-4)
+    assert last < 0.5 * first
+    target = torch.randn(6, 9)
+    first, last = _descends(lambda: ((model.heads(batch)[0] - target) ** 2).mean(), model.parameters())
+    assert last < 0.5 * first
+
+
+class _Task(nn.Module):
+    """The trainable part of one phase behind one forward, as Opacus' make_private wraps it."""
+
+    def __init__(self, model, kind):
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, batch):
+        if self.kind == "masked":
+            return self.model.masked_ecg_loss(batch)
+        if self.kind == "contrastive":
+            return self.model.contrastive_loss(batch)
+        indicators, diseases = self.model.heads(batch)
+        return indicators.pow(2).mean() + diseases.sigmoid().mean()
+
+
+def _freeze_all_but(model, parts):
+    for name, p in model.named_parameters():
+        p.requires_grad = name.split(".")[0] in parts
+
+
+def test_every_trainable_part_takes_a_dp_step():
+    model = build_model("tiny")
+    assert ModuleValidator.validate(model, strict=False) == []
+    phases = {
+        "masked": {"ecg_encoder", "ecg_decoder"},
+        "contrastive": {"ecg_encoder", "ecg_projection", "cmr_encoder", "cmr_projection"},
+        "heads": {"ecg_encoder", "indicator_head", "disease_head"},
+    }
+    batch = _batch(model, B=5)
+    batch["has_cmr"][:] = True
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(5)]
+    for kind, parts in phases.items():
+        _freeze_all_but(model, parts)
+        task = _Task(model, kind)
+        optimizer = torch.optim.SGD([p for p in task.parameters() if p.requires_grad], lr=0.1)
+        loader = torch.utils.data.DataLoader(rows, batch_size=5)
+        engine = PrivacyEngine(accountant="rdp")
+        private, optimizer, loader = engine.make_private(module=task, optimizer=optimizer, data_loader=loader,
+                                                         noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+        before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        for step_batch in loader:
+            loss = private(step_batch)
+            optimizer.zero_grad()
+            loss.backward()
+            for p in task.parameters():
+                if p.requires_grad:
+                    assert p.grad_sample is not None and p.grad_sample.shape[0] == 5, kind
+            optimizer.step()
+        changed = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+        assert len(changed) == len(before), kind
+        assert engine.get_epsilon(1e-5) > 0
+        private._close()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = build_model("tiny")
+    save_checkpoint(tmp_path / "m.pt", model, phase="pretrain", step=7, data_hash="abc")
+    loaded, meta = load_checkpoint(tmp_path / "m.pt")
+    assert meta["phase"] == "pretrain" and meta["step"] == 7 and meta["config"]["preset"] == "tiny"
+    batch = _batch(model)
+    model.eval(), loaded.eval()
+    assert torch.equal(model.heads(batch)[1], loaded.heads(batch)[1])
