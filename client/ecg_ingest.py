@@ -24,6 +24,9 @@ from shared_models.targets import LEADS
 _LEAD_ALIASES = {name.lower(): name for name in LEADS} | {"mlii": "II", "ml2": "II"}
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": None}
 
+# Bits per sample of WFDB's fixed-size storage formats (compressed FLAC formats are not listed).
+_FORMAT_BITS = {"8": 8, "80": 8, "16": 16, "61": 16, "160": 16, "212": 12, "310": 10, "311": 10, "24": 24, "32": 32}
+
 FLAT_PEAK_TO_PEAK_MV = 0.02  # a connected lead moves more than 20 µV over 10 s
 SATURATED_FRACTION = 0.05  # more than 5 % of samples pinned at the ADC limits
 
@@ -102,10 +105,15 @@ def remove_baseline_wander(x: np.ndarray, fs: float, cutoff_hz: float) -> np.nda
     return signal.sosfiltfilt(sos, x, axis=-1)
 
 
+def wfdb_record_base(path: Path) -> Path:
+    """The record name WFDB expects: the path without a `.hea`/`.dat` extension."""
+    return path.with_suffix("") if path.suffix in (".hea", ".dat") else path
+
+
 def _read_wfdb(path: Path, needed_s: float | None = None):
     import wfdb  # heavy import kept out of module import for light processes
 
-    record_name = str(path.with_suffix("")) if path.suffix in (".hea", ".dat") else str(path)
+    record_name = str(wfdb_record_base(path))
     header = Path(record_name + ".hea")
     if not header.is_file():
         raise EcgError(f"WFDB header not found: {header}")
@@ -142,12 +150,11 @@ def _read_wfdb(path: Path, needed_s: float | None = None):
 
 def _check_dat_length(head, folder: Path) -> None:
     """A truncated .dat would otherwise be read short or padded silently; compare bytes to the header."""
-    bits = {"16": 16, "212": 12, "310": 10, "311": 10, "8": 8, "80": 8, "24": 24, "32": 32, "61": 16, "160": 16}
     per_file: dict[str, float] = {}
     for fname, fmt in zip(head.file_name, head.fmt):
-        if fmt not in bits:
+        if fmt not in _FORMAT_BITS:
             return  # compressed (FLAC) formats have no fixed size; wfdb checks those itself
-        per_file[fname] = per_file.get(fname, 0) + bits[fmt]
+        per_file[fname] = per_file.get(fname, 0) + _FORMAT_BITS[fmt]
     for fname, bits_per_frame in per_file.items():
         dat = folder / fname
         if not dat.is_file():
@@ -164,14 +171,14 @@ def _check_dat_length(head, folder: Path) -> None:
 
 
 def _adc_limits(fmt: str) -> tuple[int, int]:
-    bits = {"8": 8, "80": 8, "16": 16, "61": 16, "160": 16, "212": 12, "310": 10, "311": 10, "24": 24, "32": 32}.get(fmt, 16)
+    bits = _FORMAT_BITS.get(fmt, 16)
     return -(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1
 
 
 def _invalid_sample_values(fmts) -> list[int | None]:
-    # WFDB reserves the most negative code of each format for "sample missing".
-    values = {"16": -32768, "61": -32768, "212": -2048, "310": -512, "311": -512, "24": -(2 ** 23), "32": -(2 ** 31), "80": -128, "160": -32768}
-    return [values.get(f) for f in fmts]
+    # WFDB reserves the most negative code of each format for "sample missing"; format 8 stores
+    # first differences, where no code means that.
+    return [-(2 ** (_FORMAT_BITS[f] - 1)) if f in _FORMAT_BITS and f != "8" else None for f in fmts]
 
 
 def _map_leads(raw, names, units, adc_limits, settings: EcgSettings):

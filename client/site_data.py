@@ -16,7 +16,7 @@ import numpy as np
 
 from client.cmr_ingest import CmrError, read_cmr
 from client.data_report import DataReport, RecordProblem
-from client.ecg_ingest import EcgError, read_ecg
+from client.ecg_ingest import EcgError, read_ecg, wfdb_record_base
 from client.manifest import SPLITS, ManifestError, ManifestRow, read_manifest
 from client.preprocess_cache import CachedFailure, PreprocessCache
 from client.site_config import SiteConfig
@@ -148,8 +148,8 @@ def _decode_cmr(path: Path, config: SiteConfig):
 
 def wfdb_record_files(record: Path) -> list[Path]:
     """The header and the signal files beside it (every file sharing the record's name)."""
-    base = record.with_suffix("") if record.suffix in (".hea", ".dat") else record
-    if not base.with_suffix(".hea").is_file() and not Path(str(base) + ".hea").is_file():
+    base = wfdb_record_base(record)
+    if not Path(f"{base}.hea").is_file():
         return []
     return sorted(p for p in base.parent.glob(base.name + ".*") if p.is_file())
 
