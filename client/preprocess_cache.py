@@ -82,15 +82,10 @@ class PreprocessCache:
 
     def put(self, key: str, array: np.ndarray, meta: dict) -> None:
         # The array lands before its metadata: a metadata file always means a complete entry.
-        path = self._path(key, ".npy")
-        path.parent.mkdir(exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            np.save(handle, np.ascontiguousarray(array))
-        os.replace(handle.name, path)
+        _atomic_write(self._path(key, ".npy"), lambda handle: np.save(handle, np.ascontiguousarray(array)))
         _atomic_write_bytes(self._path(key, ".json"), json.dumps(meta, default=_json_default).encode())
 
     def put_failure(self, key: str, reason: str) -> None:
-        self._path(key, ".json").parent.mkdir(exist_ok=True)
         _atomic_write_bytes(self._path(key, ".json"), json.dumps({"error": reason}).encode())
 
     def _path(self, key: str, suffix: str) -> Path:
@@ -103,11 +98,16 @@ class PreprocessCache:
             return {}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """Write through `write(handle)` into a temp file beside `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(data)
+        write(handle)
     os.replace(handle.name, path)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda handle: handle.write(data))
 
 
 def _json_default(value):

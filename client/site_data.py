@@ -84,27 +84,21 @@ def prepare_site(config: SiteConfig, progress: Callable[[int, int], None] | None
 
 
 def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCache, report: DataReport, use_cmr: bool):
-    ecg_files = wfdb_record_files(row.ecg_path)
-    try:
-        ecg_key, _, ecg_meta = _cached(cache, "ecg", ecg_files, config.ecg, lambda: _decode_ecg(row.ecg_path, config))
-    except (EcgError, CachedFailure, OSError) as err:
-        report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", str(err)))
+    ecg = _cached_or_reason(cache, "ecg", wfdb_record_files(row.ecg_path), config.ecg, lambda: _decode_ecg(row.ecg_path, config))
+    if isinstance(ecg, str):
+        report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", ecg))
         return None
-    except Exception as err:  # an unforeseen reader failure still must not stop the site
-        report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", f"unexpected {type(err).__name__}: {err}"))
-        return None
+    ecg_key, ecg_meta = ecg
     for lead, why in ecg_meta.get("flagged_leads", {}).items():
         report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", f"lead {lead} masked: {why}", "warning"))
 
     cmr_key = None
     if row.cmr_path is not None and use_cmr:
-        cmr_files = cmr_source_files(row.cmr_path)
-        try:
-            cmr_key, _, _ = _cached(cache, "cmr", cmr_files, config.cmr, lambda: _decode_cmr(row.cmr_path, config))
-        except (CmrError, CachedFailure, OSError) as err:
-            report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", f"{err}; subject kept as ECG-only"))
-        except Exception as err:
-            report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", f"unexpected {type(err).__name__}: {err}; subject kept as ECG-only"))
+        cmr = _cached_or_reason(cache, "cmr", cmr_source_files(row.cmr_path), config.cmr, lambda: _decode_cmr(row.cmr_path, config))
+        if isinstance(cmr, str):
+            report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", f"{cmr}; subject kept as ECG-only"))
+        else:
+            cmr_key = cmr[0]
 
     return SubjectEntry(
         subject_id=row.subject_id, split=row.split, ecg_key=ecg_key,
@@ -113,22 +107,28 @@ def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCach
     )
 
 
-def _cached(cache: PreprocessCache, modality: str, files: list[Path], settings, decode):
-    """Return (key, array, meta) from the cache, decoding and storing on a miss (failures are stored too)."""
-    if not files:
-        decode()  # nothing to key on: the reader raises its own "not found" error naming the file
-        raise OSError("source files not found")
-    key = cache.key(modality, files, settings)
-    hit = cache.get(key)
-    if hit is not None:
-        return key, *hit
+def _cached_or_reason(cache: PreprocessCache, modality: str, files: list[Path], settings, decode) -> tuple[str, dict] | str:
+    """(key, meta) from the cache, decoding and storing on a miss (failures are stored too); on failure
+    the reason as text, so that one bad record never stops the site."""
     try:
-        array, meta = decode()
-    except (EcgError, CmrError) as err:
-        cache.put_failure(key, str(err))
-        raise
-    cache.put(key, array, meta)
-    return key, array, meta
+        if not files:
+            decode()  # nothing to key on: the reader raises its own "not found" error naming the file
+            raise OSError("source files not found")
+        key = cache.key(modality, files, settings)
+        hit = cache.get(key)
+        if hit is not None:
+            return key, hit[1]
+        try:
+            array, meta = decode()
+        except (EcgError, CmrError) as err:
+            cache.put_failure(key, str(err))
+            raise
+        cache.put(key, array, meta)
+        return key, meta
+    except (EcgError, CmrError, CachedFailure, OSError) as err:
+        return str(err)
+    except Exception as err:  # an unforeseen reader failure still must not stop the site
+        return f"unexpected {type(err).__name__}: {err}"
 
 
 def _decode_ecg(path: Path, config: SiteConfig):
