@@ -9,6 +9,7 @@ Prints seconds per record for both paths and their ratio (the target is >= 20x).
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +33,6 @@ def main() -> None:
             config = load_site_config(path)
             site = prepare_site(config)  # fills the cache
             rows = {s.subject_id: s for s in site.subjects}
-            import csv
-
             with config.manifest.open() as handle:
                 manifest = {r["subject_id"]: r for r in csv.DictReader(handle)}
 

@@ -52,8 +52,7 @@ class DataReport:
         for label, key in [("subjects with ECG", "subjects_with_ecg"), ("ECG windows", "ecg_windows"),
                            ("paired ECG-CMR", "paired"), ("ECG-only", "ecg_only"), ("reduced-lead ECG", "reduced_lead")]:
             per_split = self.counts.get(key, {})
-            if isinstance(per_split, dict):
-                table.add_row(label, *(str(per_split.get(s, 0)) for s in ("train", "val", "test")), str(sum(per_split.values())))
+            table.add_row(label, *(str(per_split.get(s, 0)) for s in ("train", "val", "test")), str(sum(per_split.values())))
         console.print(table)
 
         labels = Table(title="Labels (usable subjects)")

@@ -135,9 +135,9 @@ def _generate_subject(job) -> tuple[dict, dict]:
 
     ecg = synthesize_ecg(state, profile.ecg_rate, ECG_SECONDS, rng, EcgNoise(mains_hz=profile.mains_hz))
     names = _LEAD_NAMES[profile.ecg_layout]
-    by_standard = dict(zip(LEAD_ORDER, ecg))
-    standard_names = {s.lower(): s for s in LEAD_ORDER}
-    signals = [by_standard[standard_names[n.lower()]] if n.lower() in standard_names else _frank(n, by_standard) for n in names]
+    by_name = {lead.lower(): signal for lead, signal in zip(LEAD_ORDER, ecg)}
+    by_name.update(_frank_leads(by_name))
+    signals = [by_name[n.lower()] for n in names]
     sex = "M" if state.sex else "F"
     write_wfdb(site_dir / ecg_rel, np.stack(signals), profile.ecg_rate, names, profile.ecg_format,
                [f"age: {state.age:.0f}", f"sex: {'male' if state.sex else 'female'}", "synthetic: true"])
@@ -173,9 +173,9 @@ def _hidden(state: CardiacState) -> dict:
             "heart_rate": f"{state.heart_rate:.0f}", "defect_width_deg": f"{state.defect_width_deg:.0f}"}
 
 
-def _frank(name: str, leads: dict) -> np.ndarray:
+def _frank_leads(leads: dict) -> dict:
     """Approximate orthogonal Frank leads from the standard ones (they are dropped on ingest anyway)."""
-    return {"vx": leads["I"], "vy": leads["aVF"], "vz": -0.5 * leads["V2"]}[name.lower()]
+    return {"vx": leads["i"], "vy": leads["avf"], "vz": -0.5 * leads["v2"]}
 
 
 def _ecg_location(profile: SiteProfile, site_index: int, k: int) -> tuple[str, str]:

@@ -38,12 +38,11 @@ def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_ga
     folder.mkdir(parents=True, exist_ok=True)
     study_uid = generate_uid(entropy_srcs=[uid_seed, "study"])
     cine_uid = generate_uid(entropy_srcs=[uid_seed, "cine"])
-    slices, frames, rows, cols = cine.shape
+    slices, frames = cine.shape[:2]
     rr_ms = 60000.0 / heart_rate
-    corner = -(rows / 2) * spacing_mm * COL_COSINE - (cols / 2) * spacing_mm * ROW_COSINE
     for s in range(slices):
-        location = (s - (slices - 1) / 2) * slice_gap_mm
-        position = corner + location * NORMAL
+        location = _slice_location(s, slices, slice_gap_mm)
+        position = _slice_origin(s, cine.shape, spacing_mm, slice_gap_mm)
         for f in range(frames):
             ds = _mr_dataset(study_uid, cine_uid, generate_uid(entropy_srcs=[uid_seed, str(s), str(f)]), subject)
             ds.SeriesDescription = "cine_sax bSSFP"
@@ -61,9 +60,21 @@ def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_ga
     ds.SeriesDescription = "localizer"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
-    ds.ImagePositionPatient = [round(float(v), 4) for v in corner]
+    ds.ImagePositionPatient = [round(float(v), 4) for v in _slice_origin(slices // 2, cine.shape, spacing_mm, slice_gap_mm)]
     _set_pixels(ds, cine[slices // 2, 0, ::2, ::2], spacing_mm * 2, rescale_slope)
     ds.save_as(folder / "LOC_0001.dcm", enforce_file_format=True)
+
+
+def _slice_location(index: int, slices: int, slice_gap_mm: float) -> float:
+    """Position along the slice normal, the stack centred on 0."""
+    return (index - (slices - 1) / 2) * slice_gap_mm
+
+
+def _slice_origin(index: int, shape: tuple, spacing_mm: float, slice_gap_mm: float) -> np.ndarray:
+    """LPS position of the first pixel of slice `index`; DICOM and NIfTI share this geometry."""
+    slices, _, rows, cols = shape
+    corner = -(rows / 2) * spacing_mm * COL_COSINE - (cols / 2) * spacing_mm * ROW_COSINE
+    return corner + _slice_location(index, slices, slice_gap_mm) * NORMAL
 
 
 def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str):
@@ -109,15 +120,13 @@ def write_nifti(path: Path, cine: np.ndarray, spacing_mm: float, slice_gap_mm: f
     matches the DICOM geometry above, stored as int16 with scl_slope = `scale`."""
     import nibabel as nib
 
-    slices, frames, rows, cols = cine.shape
     data = np.transpose(cine, (3, 2, 0, 1))  # (cols, rows, slices, frames)
     lps_to_ras = np.array([-1.0, -1.0, 1.0])
     affine = np.eye(4)
     affine[:3, 0] = ROW_COSINE * spacing_mm * lps_to_ras
     affine[:3, 1] = COL_COSINE * spacing_mm * lps_to_ras
     affine[:3, 2] = NORMAL * slice_gap_mm * lps_to_ras
-    corner = -(rows / 2) * spacing_mm * COL_COSINE - (cols / 2) * spacing_mm * ROW_COSINE
-    affine[:3, 3] = (corner - (slices - 1) / 2 * slice_gap_mm * NORMAL) * lps_to_ras
+    affine[:3, 3] = _slice_origin(0, cine.shape, spacing_mm, slice_gap_mm) * lps_to_ras
     image = nib.Nifti1Image(np.clip(np.round(data / scale), -32768, 32767).astype(np.int16), affine)
     image.header.set_slope_inter(scale, 0.0)
     image.header.set_xyzt_units("mm", "msec")
