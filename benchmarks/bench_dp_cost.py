@@ -37,7 +37,7 @@ def run_one(preset: str, mode: str, batch_size: int, steps: int) -> dict:
             self.model = model
 
         def forward(self, batch):
-            return self.model.masked_ecg_loss(batch)
+            return self.model.masked_ecg_loss(batch).mean()
 
     task = Task()
     optimizer = torch.optim.SGD([p for p in task.parameters() if p.requires_grad], lr=0.01)

@@ -76,5 +76,104 @@ def data_check(
         raise typer.Exit(1)
 
 
+@app.command("train-central")
+def train_central_command(
+    data: Path = typer.Option(Path("data/demo-cohort"), help="Cohort folder (with site_configs/), a folder of site configs, or one config."),
+    out: Path = typer.Option(Path("runs/central"), help="Folder for checkpoints, metrics.json and plots."),
+    phase: list[str] = typer.Option(["all"], help="pretrain, generator, finetune or all (repeatable; run in that order)."),
+    preset: str = typer.Option("small", help="Model size: tiny, small, base or paper."),
+    init: Path | None = typer.Option(None, help="Start from this checkpoint instead of a fresh model."),
+    epochs: int = typer.Option(0, min=0, help="Epochs per phase (0: the phase defaults 20/30/20)."),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    batch_size: int = typer.Option(32, min=2),
+    label_fraction: float = typer.Option(1.0, min=0.01, max=1.0, help="Share of labelled training samples fine-tuning sees."),
+    finetune_mode: str = typer.Option("full", help="full (encoder + heads) or linear (heads only: a linear probe)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Centralized reference training on the pooled cohort (the upper bound for the federated study)."""
+    from cardiacfl.central import finite_or_null, train_central
+    from shared_models.training import PHASES
+
+    phases = list(PHASES) if "all" in phase else [p for p in PHASES if p in phase]
+    unknown = set(phase) - set(PHASES) - {"all"}
+    if unknown or not phases:
+        console.print(f"[red]error:[/red] --phase {', '.join(sorted(unknown)) or '(none)'}: expected pretrain, generator, finetune or all")
+        raise typer.Exit(2)
+    with _progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def update(name: str, done: int, total: int, loss: float) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, description=f"{name} loss {loss:.3f}")
+
+        summary = train_central(data, out, phases=phases, preset=preset, init=init,
+                                epochs={p: epochs for p in phases} if epochs else None, lr=lr, batch_size=batch_size,
+                                label_fraction=label_fraction, finetune_mode=finetune_mode, seed=seed, device=device,
+                                progress=update)
+    _print_central_summary(finite_or_null(summary))
+    console.print(f"checkpoints, metrics.json and plots in {out}")
+
+
+def _print_central_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"centralized {summary['preset']} (train samples {summary['train_samples']})")
+    for column in ("phase", "test metric", "value"):
+        table.add_column(column)
+    for phase, record in summary["phases"].items():
+        for key, value in record["test"].items():
+            if "/" not in key and value is not None:
+                table.add_row(phase, key, f"{value:.3f}")
+    Console().print(table)
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Option(..., help="A checkpoint written by training (fine-tuned for useful heads)."),
+    ecg: Path = typer.Option(..., help="WFDB record (path with or without .hea)."),
+    out: Path | None = typer.Option(None, help="Folder for the generated CMR clip (GIF + PNG frames)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the prediction as JSON on stdout."),
+    allow_reduced_leads: bool = typer.Option(False, help="Score records missing some of the 12 leads (less reliable)."),
+) -> None:
+    """One ECG -> cardiac-function indicators, disease probabilities and a generated CMR clip."""
+    import dataclasses
+    import json
+
+    from cardiacfl.predict import predict_from_checkpoint
+    from client.ecg_ingest import EcgError
+    from shared_models.targets import INDICATORS
+
+    if not checkpoint.is_file():
+        console.print(f"[red]error:[/red] checkpoint {checkpoint} not found")
+        raise typer.Exit(2)
+    try:
+        result = predict_from_checkpoint(checkpoint, ecg, out=out, allow_reduced_leads=allow_reduced_leads)
+    except (EcgError, OSError, ValueError) as err:
+        console.print(f"[red]error:[/red] {ecg}: {err}", highlight=False)
+        raise typer.Exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]{result.record}[/bold]: {result.windows} window(s), leads {' '.join(result.leads_used)}, "
+              f"age {result.demographics['age']}, sex(male) {result.demographics['sex_male']}")
+    table = Table("indicator", "estimate", "unit")
+    for name, value in result.indicators.items():
+        table.add_row(name, f"{value:.1f}", INDICATORS[name])
+    con.print(table)
+    table = Table("disease", "probability")
+    for name, value in result.disease_probability.items():
+        table.add_row(name, f"{value:.2f}")
+    con.print(table)
+    if result.clip_files:
+        con.print(f"generated CMR clip: {result.clip_files['gif']} (frames in {result.clip_files['frames']})")
+    if result.checkpoint_phase != "finetune":
+        con.print(f"[yellow]note:[/yellow] checkpoint phase is {result.checkpoint_phase!r}; the heads are only trained after 'finetune'")
+
+
 if __name__ == "__main__":
     app()

@@ -44,6 +44,10 @@ class CmrEncoderConfig:
     depth: int = 2
     heads: int = 4
     mlp_ratio: float = 2.0
+    mask_ratio: float = 0.75  # masked CMR modelling: trains the CMR side under DP, where InfoNCE cannot be used
+    decoder_dim: int = 32
+    decoder_depth: int = 1
+    decoder_heads: int = 2
 
     @property
     def n_tokens(self) -> int:
@@ -54,6 +58,23 @@ class CmrEncoderConfig:
 class AlignmentConfig:
     embed_dim: int = 64  # shared ECG-CMR embedding space
     temperature: float = 0.1  # InfoNCE temperature (reference 0.1)
+
+
+@dataclass
+class GeneratorConfig:
+    """ECG-conditioned CMR diffusion model: a transformer denoiser over the same space-time tubelets as the
+    CMR encoder, cross-attending to the ECG encoder's tokens."""
+
+    tubelet_frames: int = 4
+    tubelet_pixels: int = 8
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    train_timesteps: int = 1000  # cosine noise schedule over this many steps
+    sample_steps: int = 20  # DDIM steps at inference (deterministic, eta = 0)
+    cond_dropout: float = 0.1  # share of training samples whose ECG condition is replaced by the null token
+    guidance: float = 2.0  # classifier-free guidance scale at sampling (1: no guidance)
 
 
 @dataclass
@@ -69,6 +90,7 @@ class CardiacNetsConfig:
     ecg: EcgEncoderConfig = field(default_factory=EcgEncoderConfig)
     cmr: CmrEncoderConfig = field(default_factory=CmrEncoderConfig)
     align: AlignmentConfig = field(default_factory=AlignmentConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
 
     def to_dict(self) -> dict:
@@ -78,7 +100,8 @@ class CardiacNetsConfig:
     def from_dict(cls, data: dict) -> "CardiacNetsConfig":
         return cls(
             preset=data["preset"], ecg=EcgEncoderConfig(**data["ecg"]), cmr=CmrEncoderConfig(**data["cmr"]),
-            align=AlignmentConfig(**data["align"]), heads=HeadsConfig(**data["heads"]),
+            align=AlignmentConfig(**data["align"]), generator=GeneratorConfig(**data["generator"]),
+            heads=HeadsConfig(**data["heads"]),
         )
 
 
@@ -91,6 +114,7 @@ def preset(name: str) -> CardiacNetsConfig:
             ecg=EcgEncoderConfig(patch_s=0.5, dim=32, depth=1, heads=2, decoder_dim=16),
             cmr=CmrEncoderConfig(tubelet_frames=8, tubelet_pixels=16, dim=32, depth=1, heads=2),
             align=AlignmentConfig(embed_dim=32),
+            generator=GeneratorConfig(tubelet_frames=8, tubelet_pixels=16, dim=32, depth=1, heads=2, sample_steps=4),
         )
     if name == "small":
         return CardiacNetsConfig(preset=name)
@@ -100,6 +124,7 @@ def preset(name: str) -> CardiacNetsConfig:
             ecg=EcgEncoderConfig(dim=768, depth=12, heads=12, mlp_ratio=4.0, decoder_dim=256, decoder_depth=4, decoder_heads=8),
             cmr=CmrEncoderConfig(dim=512, depth=8, heads=8, mlp_ratio=4.0),
             align=AlignmentConfig(embed_dim=256),
+            generator=GeneratorConfig(dim=384, depth=8, heads=6, mlp_ratio=4.0, sample_steps=50),
         )
     if name == "paper":
         return CardiacNetsConfig(
@@ -107,6 +132,7 @@ def preset(name: str) -> CardiacNetsConfig:
             ecg=EcgEncoderConfig(dim=1024, depth=24, heads=16, mlp_ratio=4.0, decoder_dim=512, decoder_depth=8, decoder_heads=16),
             cmr=CmrEncoderConfig(dim=768, depth=12, heads=12, mlp_ratio=4.0),  # Swin-B-sized (~88 M)
             align=AlignmentConfig(embed_dim=512),
+            generator=GeneratorConfig(tubelet_frames=2, dim=768, depth=12, heads=12, mlp_ratio=4.0, sample_steps=50),
         )
     raise ValueError(f"unknown preset {name!r} (expected tiny, small, base or paper)")
 

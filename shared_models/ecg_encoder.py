@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_models.config import EcgEncoderConfig
+from shared_models.masked_decoder import MaskedDecoder
 from shared_models.transformer import Transformer
 
 
@@ -69,25 +70,10 @@ class EcgEncoder(nn.Module):
         return self.transformer(torch.cat([*prefix, x], dim=1))
 
 
-class MaskedEcgDecoder(nn.Module):
-    """Light decoder that reconstructs the hidden patches from the visible tokens."""
-
-    def __init__(self, cfg: EcgEncoderConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Linear(cfg.dim, cfg.decoder_dim)
-        self.mask_embed = nn.Embedding(1, cfg.decoder_dim)
-        self.position_embed = nn.Embedding(cfg.n_leads * cfg.patches_per_lead, cfg.decoder_dim)
-        self.transformer = Transformer(cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio)
-        self.predict = nn.Linear(cfg.decoder_dim, cfg.samples_per_patch)
-
-    def forward(self, visible: torch.Tensor, keep: torch.Tensor, n_tokens: int) -> torch.Tensor:
-        """visible (B, K, dim) encoder outputs without prefix -> (B, N, samples_per_patch) for every token."""
-        B, K, _ = visible.shape
-        x = self.mask_embed(torch.zeros(B, n_tokens, dtype=torch.long, device=visible.device))
-        x = x.scatter(1, keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]), self.embed(visible))
-        positions = torch.arange(n_tokens, device=visible.device).expand(B, -1)
-        return self.predict(self.transformer(x + self.position_embed(positions)))
+def build_ecg_decoder(cfg: EcgEncoderConfig) -> MaskedDecoder:
+    """Light decoder that reconstructs the hidden ECG patches from the visible tokens."""
+    return MaskedDecoder(cfg.dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
+                         n_tokens=cfg.n_leads * cfg.patches_per_lead, patch_size=cfg.samples_per_patch)
 
 
 def choose_visible(lead_mask: torch.Tensor, cfg: EcgEncoderConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -112,13 +98,13 @@ def masked_reconstruction_loss(prediction: torch.Tensor, target: torch.Tensor, h
     return (per_token * weight).sum(1) / weight.sum(1).clamp(min=1)
 
 
-def masked_ecg_loss(encoder: EcgEncoder, decoder: MaskedEcgDecoder, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mean over the batch of the per-sample masked-modelling loss (a mean of per-sample terms, as Opacus expects)."""
+def masked_ecg_loss(encoder: EcgEncoder, decoder: MaskedDecoder, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample (B,) masked-modelling loss over the hidden tokens of measured leads."""
     cfg = encoder.cfg
     keep = choose_visible(batch["lead_mask"], cfg, generator)
     tokens = encoder(batch["ecg"], batch["lead_mask"], batch.get("demographics"), batch.get("demographics_mask"), keep=keep)
     n_tokens = cfg.n_leads * cfg.patches_per_lead
-    prediction = decoder(tokens[:, encoder.n_prefix:], keep, n_tokens)
+    prediction = decoder(tokens[:, encoder.n_prefix:], keep)
     hidden = batch["lead_mask"].repeat_interleave(cfg.patches_per_lead, dim=1).clone()
     hidden.scatter_(1, keep, False)
-    return masked_reconstruction_loss(prediction, patchify(batch["ecg"], cfg), hidden, cfg.ncc_weight).mean()
+    return masked_reconstruction_loss(prediction, patchify(batch["ecg"], cfg), hidden, cfg.ncc_weight)

@@ -24,3 +24,18 @@ DISEASES: tuple[str, ...] = (
     "heart_failure",
     "pulmonary_hypertension",
 )
+
+# Fixed reference scale for standardising indicator targets (typical adult CMR values, mean and SD).
+# Fixed rather than fitted to a site's data, so that every site and the server standardise the same way
+# and no per-site statistic has to leave a site.
+INDICATOR_REFERENCE: dict[str, tuple[float, float]] = {
+    "LVEDV": (150.0, 35.0),
+    "LVESV": (60.0, 25.0),
+    "LVSV": (90.0, 20.0),
+    "LVEF": (60.0, 10.0),
+    "LVM": (110.0, 30.0),
+    "RVEDV": (160.0, 35.0),
+    "RVESV": (70.0, 25.0),
+    "RVSV": (90.0, 20.0),
+    "RVEF": (56.0, 10.0),
+}

@@ -48,3 +48,42 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+
+class CrossAttention(nn.Module):
+    """Queries from x, keys and values from a condition sequence (e.g. the ECG encoder's tokens)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        assert dim % heads == 0, "dim must be divisible by heads"
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        S = condition.shape[1]
+        q = self.q(x).view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = (t.view(B, S, self.heads, C // self.heads).transpose(1, 2) for t in self.kv(condition).split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class ConditionedBlock(nn.Module):
+    """Self-attention, cross-attention to the condition, MLP; pre-norm residuals."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.cross = CrossAttention(dim, heads)
+        self.norm3 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        x = x + self.cross(self.norm2(x), condition)
+        return x + self.mlp(self.norm3(x))

@@ -77,7 +77,7 @@ def test_losses_decrease_on_a_fixed_tiny_batch():
     model = build_model("tiny")
     batch = _batch(model)
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731 - same mask every step
-    first, last = _descends(lambda: model.masked_ecg_loss(batch, g()), model.parameters())
+    first, last = _descends(lambda: model.masked_ecg_loss(batch, g()).mean(), model.parameters())
     assert last < 0.7 * first
     first, last = _descends(lambda: model.contrastive_loss(batch), model.parameters(), steps=60, lr=3e-4)
     assert last < 0.5 * first
@@ -95,7 +95,7 @@ class _Task(nn.Module):
 
     def forward(self, batch):
         if self.kind == "masked":
-            return self.model.masked_ecg_loss(batch)
+            return self.model.masked_ecg_loss(batch).mean()
         if self.kind == "contrastive":
             return self.model.contrastive_loss(batch)
         indicators, diseases = self.model.heads(batch)

@@ -1,0 +1,233 @@
+"""The one training loop: the centralized reference trainer calls it over the pooled cohort, and a federated
+site calls it once per round over its own data. It knows nothing of Flower or Opacus: DP enters through the
+`privatize` seam (a function that wraps objective, optimizer and loader, as Opacus' `make_private` does) and
+FedProx through `proximal_mu` plus the global weights of the round.
+
+Phases and what they train:
+- pretrain:  masked ECG modelling + ECG-CMR alignment (ECG encoder/decoder, projections, CMR encoder; with
+             `alignment="distill"` also the CMR masked decoder). Sites without CMR train the ECG side only.
+- generator: the ECG-conditioned CMR diffusion model; the ECG encoder is its frozen condition.
+- finetune:  the indicator and disease heads, plus the ECG encoder unless `finetune_mode="linear"`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared_models.cardiacnets import CardiacNets
+from shared_models.targets import INDICATOR_REFERENCE, INDICATORS
+
+PHASES = ("pretrain", "generator", "finetune")
+ALIGNMENTS = ("infonce", "distill")
+
+
+@dataclass
+class TrainOptions:
+    phase: str
+    epochs: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    finetune_mode: str = "full"  # full: encoder + heads; linear: heads only (linear probe)
+    alignment: str = "infonce"  # infonce: CLIP loss (couples a batch, so not under DP); distill: per-sample
+    alignment_weight: float = 1.0
+    freeze_cmr: bool = False  # pretrain: align the ECG to a fixed CMR encoder
+    proximal_mu: float = 0.0  # FedProx: pull towards the round's global weights (0: off)
+    max_steps: int = 0  # stop after this many optimizer steps (0: run the epochs)
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"phase {self.phase!r}: expected one of {', '.join(PHASES)}")
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment {self.alignment!r}: expected one of {', '.join(ALIGNMENTS)}")
+        if self.finetune_mode not in ("full", "linear"):
+            raise ValueError(f"finetune_mode {self.finetune_mode!r}: expected full or linear")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    examples: int  # samples that contributed to this phase's loss (the aggregation weight)
+    mean_loss: float
+    seconds: float
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
+    """Names of the model's top-level parts one phase trains on a site (with or without CMR)."""
+    if options.phase == "pretrain":
+        parts = {"ecg_encoder", "ecg_decoder"}
+        if has_cmr:
+            parts |= {"ecg_projection"}
+            if not options.freeze_cmr:
+                parts |= {"cmr_encoder", "cmr_projection"}
+                if options.alignment == "distill":
+                    parts |= {"cmr_decoder"}
+        return parts
+    if options.phase == "generator":
+        return {"generator"} if has_cmr else set()
+    heads = {"indicator_head", "disease_head"}
+    return heads if options.finetune_mode == "linear" else heads | {"ecg_encoder"}
+
+
+def set_trainable(model: nn.Module, parts: set[str]) -> list[nn.Parameter]:
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.split(".", 1)[0] in parts
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def standardise_indicators(values: torch.Tensor) -> torch.Tensor:
+    mean, std = _reference(values)
+    return (values - mean) / std
+
+
+def unstandardise_indicators(values: torch.Tensor) -> torch.Tensor:
+    mean, std = _reference(values)
+    return values * std + mean
+
+
+def _reference(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    table = torch.tensor([INDICATOR_REFERENCE[name] for name in INDICATORS], dtype=like.dtype, device=like.device)
+    return table[:, 0], table[:, 1]
+
+
+def finetune_losses(model: CardiacNets, batch: dict, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample (B,) supervised loss of the heads on a batch."""
+    indicators, logits = model.heads(batch)
+    return supervised_loss(indicators, logits, batch, pos_weight)
+
+
+def supervised_loss(indicators: torch.Tensor, logits: torch.Tensor, batch: dict, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample (B,): MSE on standardised indicators plus BCE on diseases, each averaged over the labels
+    the sample has (unlabelled targets count for nothing)."""
+    target = standardise_indicators(batch["indicators"])
+    ind_mask, dis_mask = batch["indicator_mask"].float(), batch["disease_mask"].float()
+    mse = ((indicators - target) ** 2 * ind_mask).sum(1) / ind_mask.sum(1).clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(logits, batch["diseases"], pos_weight=pos_weight, reduction="none")
+    return mse + (bce * dis_mask).sum(1) / dis_mask.sum(1).clamp(min=1)
+
+
+class PhaseObjective(nn.Module):
+    """One phase's trainable computation behind forward(batch) -> scalar loss, a mean of per-sample terms:
+    the module a DP wrapper (Opacus' GradSampleModule) wraps."""
+
+    def __init__(self, model: CardiacNets, options: TrainOptions, pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.model, self.options = model, options
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        model, options = self.model, self.options
+        if options.phase == "generator":
+            return _mean(model.generator_loss(batch))
+        if options.phase == "finetune":
+            return _mean(finetune_losses(model, batch, self.pos_weight))
+        loss = _mean(model.masked_ecg_loss(batch))
+        if options.alignment == "infonce":
+            return loss + options.alignment_weight * model.contrastive_loss(batch)
+        aligned = options.alignment_weight * model.distillation_loss(batch)
+        if not options.freeze_cmr:
+            aligned = aligned + model.masked_cmr_loss(batch)
+        return loss + _mean(aligned)
+
+
+def _mean(per_sample: torch.Tensor) -> torch.Tensor:
+    # An empty Poisson batch (possible under DP) must still give a finite loss.
+    return per_sample.sum() / max(len(per_sample), 1)
+
+
+def contributing(batch: dict, phase: str) -> int:
+    """Samples of a batch whose data enter the phase's loss."""
+    if phase == "generator":
+        return int(batch["has_cmr"].sum())
+    if phase == "finetune":
+        return int((batch["indicator_mask"].any(1) | batch["disease_mask"].any(1)).sum())
+    return len(batch["ecg"])
+
+
+Privatize = Callable[[nn.Module, torch.optim.Optimizer, Iterable], tuple[nn.Module, torch.optim.Optimizer, Iterable]]
+
+
+def train_phase(
+    model: CardiacNets,
+    loader: Iterable,
+    options: TrainOptions,
+    *,
+    has_cmr: bool = True,
+    pos_weight: torch.Tensor | None = None,
+    privatize: Privatize | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train one phase for `options.epochs` over `loader` (batches of SiteDataset dicts); the model is
+    updated in place. `privatize` wraps (objective, optimizer, loader) for DP-SGD."""
+    if privatize is not None and options.phase == "pretrain" and options.alignment == "infonce":
+        raise ValueError("InfoNCE couples the samples of a batch, so per-sample clipping does not bound one "
+                         "sample's influence: use alignment='distill' with DP")
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    model.to(device).train()
+    parameters = set_trainable(model, trainable_parts(options, has_cmr=has_cmr))
+    if not parameters:
+        return TrainResult(steps=0, examples=0, mean_loss=float("nan"), seconds=0.0)
+    global_weights = [p.detach().clone() for p in parameters] if options.proximal_mu > 0 else None
+    objective: nn.Module = PhaseObjective(model, options, None if pos_weight is None else pos_weight.to(device))
+    optimizer: torch.optim.Optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    if privatize is not None:
+        objective, optimizer, loader = privatize(objective, optimizer, loader)
+
+    total = options.max_steps or options.epochs * _length(loader)
+    steps, examples, loss_sum, start = 0, 0, 0.0, time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    while steps < total:
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast:
+                loss = objective(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if global_weights is not None:
+                _proximal_step(parameters, global_weights, options.lr * options.proximal_mu)
+            steps += 1
+            examples += contributing(batch, options.phase)
+            loss_sum += float(loss.detach())
+            if progress:
+                progress(steps, total, loss_sum / steps)
+            if steps >= total:
+                break
+        else:
+            if _length(loader) == 0:
+                break
+    epochs_run = max(1, math.ceil(steps / max(_length(loader), 1)))
+    return TrainResult(steps=steps, examples=examples // epochs_run, mean_loss=loss_sum / max(steps, 1),
+                       seconds=time.perf_counter() - start)
+
+
+@torch.no_grad()
+def _proximal_step(parameters: list[nn.Parameter], global_weights: list[torch.Tensor], rate: float) -> None:
+    """FedProx's (mu / 2) ||w - w_global||^2 as a decoupled step after the optimizer's: it touches no data,
+    so it needs no clipping or noise and works the same with and without DP."""
+    for p, g in zip(parameters, global_weights):
+        p.sub_(rate * (p - g))
+
+
+def _length(loader: Iterable) -> int:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return 1
+
