@@ -79,7 +79,9 @@ class CardiacNets(nn.Module):
         """Per-sample (B,) alignment for DP-SGD: 1 - cosine between a sample's ECG embedding and its own
         CMR embedding, the CMR side detached (it learns from masked CMR modelling, so nothing collapses).
         Each term depends on one sample only, so per-sample clipping bounds its influence. 0 without CMR."""
-        cosine = F.cosine_similarity(self.ecg_embedding(batch), self.cmr_embedding(batch["cmr"]).detach(), dim=-1)
+        with torch.no_grad():  # a target only; no_grad also keeps Opacus from recording this second CMR pass
+            target = self.cmr_embedding(batch["cmr"])
+        cosine = F.cosine_similarity(self.ecg_embedding(batch), target, dim=-1)
         return (1 - cosine) * batch["has_cmr"].float()
 
     def masked_cmr_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:

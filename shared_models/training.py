@@ -74,9 +74,8 @@ def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
         if has_cmr:
             parts |= {"ecg_projection"}
             if not options.freeze_cmr:
-                parts |= {"cmr_encoder", "cmr_projection"}
-                if options.alignment == "distill":
-                    parts |= {"cmr_decoder"}
+                # distill: the CMR side learns by masked CMR modelling alone (its projection stays fixed)
+                parts |= {"cmr_encoder", "cmr_decoder"} if options.alignment == "distill" else {"cmr_encoder", "cmr_projection"}
         return parts
     if options.phase == "generator":
         return {"generator"} if has_cmr else set()

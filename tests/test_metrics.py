@@ -1,0 +1,59 @@
+"""Evaluation metrics against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from shared_models import metrics
+
+
+def test_auroc_counts_correctly_ordered_pairs():
+    labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.4, 0.35, 0.1])
+    # positive/negative pairs: (0.9>0.4) (0.9>0.1) (0.35<0.4) (0.35>0.1) -> 3 of 4
+    assert metrics.auroc(labels, scores) == pytest.approx(0.75)
+    assert metrics.auroc(np.array([1, 0]), np.array([0.5, 0.5])) == pytest.approx(0.5)  # a tie counts half
+    assert math.isnan(metrics.auroc(np.array([1, 1]), np.array([0.2, 0.3])))  # one class only
+
+
+def test_auprc_is_mean_precision_at_each_positive():
+    labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.4, 0.35, 0.1])
+    # ranked: pos (precision 1/1), neg, pos (precision 2/3)
+    assert metrics.auprc(labels, scores) == pytest.approx((1 + 2 / 3) / 2)
+    assert metrics.auprc(np.array([1, 1, 0]), np.array([0.9, 0.8, 0.1])) == pytest.approx(1.0)
+
+
+def test_bootstrap_ci_brackets_the_estimate_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = labels * 0.6 + rng.random(200)
+    point = metrics.auroc(labels, scores)
+    low, high = metrics.bootstrap_ci(metrics.auroc, labels, scores, n=300, seed=1)
+    assert low < point < high and high - low < 0.2
+    assert (low, high) == metrics.bootstrap_ci(metrics.auroc, labels, scores, n=300, seed=1)
+
+
+def test_regression_metrics():
+    assert metrics.r2(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])) == pytest.approx(0.5)  # 1 - 1/2
+    assert metrics.pearson_r(np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])) == pytest.approx(0.5)  # cov 1 / var 2
+    assert metrics.mae(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 5.0])) == pytest.approx(1.0)
+    assert math.isnan(metrics.r2(np.array([2.0, 2.0]), np.array([1.0, 3.0])))
+
+
+def test_image_metrics():
+    reference = np.zeros((2, 8, 8))
+    assert metrics.psnr(reference, reference + 0.1) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    image = np.random.default_rng(0).random((2, 16, 16))
+    assert metrics.ssim(image, image) == pytest.approx(1.0)
+    # constant images: only the luminance term is left, (2 mx my + c1) / (mx^2 + my^2 + c1)
+    c1 = 0.01 ** 2
+    expected = (2 * 0.5 * 0.3 + c1) / (0.25 + 0.09 + c1)
+    assert metrics.ssim(np.full((1, 16, 16), 0.5), np.full((1, 16, 16), 0.3)) == pytest.approx(expected)
+
+
+def test_blood_pool_ef_reads_area_change():
+    clip = np.zeros((3, 40, 40))
+    clip[0, 15:25, 15:25] = 1.0  # 100 px at end-diastole
+    clip[1, 16:24, 16:24] = 1.0
+    clip[2, 15:21, 15:25] = 1.0  # 60 px at end-systole
+    assert metrics.blood_pool_ef(clip) == pytest.approx(40.0)

@@ -1,0 +1,137 @@
+"""The one training loop on a real (tiny) prepared cohort: phases, what each trains, FedProx, DP-SGD through
+the privatize seam, evaluation output."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from client.privacy import OpacusPrivatizer
+from client.site_config import load_site_config
+from client.site_data import prepare_site
+from client.site_dataset import SiteDataset
+from shared_models.cardiacnets import build_model
+from shared_models.evaluation import evaluate
+from shared_models.training import TrainOptions, train_phase
+
+
+@pytest.fixture(scope="module")
+def cohort_sites(tiny_cohort_template):
+    return [prepare_site(load_site_config(p)) for p in sorted((tiny_cohort_template / "site_configs").glob("*.toml"))]
+
+
+@pytest.fixture(scope="module")
+def loader(cohort_sites):
+    dataset = ConcatDataset([SiteDataset(site) for site in cohort_sites])
+    return DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed_parts(model, before):
+    return {n.split(".")[0] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+
+
+@pytest.mark.parametrize("phase, has_cmr, expected", [
+    ("pretrain", True, {"ecg_encoder", "ecg_decoder", "ecg_projection", "cmr_encoder", "cmr_projection"}),
+    ("pretrain", False, {"ecg_encoder", "ecg_decoder"}),
+    ("generator", True, {"generator"}),
+    ("finetune", True, {"ecg_encoder", "indicator_head", "disease_head"}),
+])
+def test_each_phase_trains_exactly_its_parts(loader, phase, has_cmr, expected):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    before = _snapshot(model)
+    result = train_phase(model, loader, TrainOptions(phase=phase, max_steps=2), has_cmr=has_cmr)
+    assert result.steps == 2 and math.isfinite(result.mean_loss) and result.examples > 0
+    assert _changed_parts(model, before) == expected
+
+
+def test_a_site_without_cmr_skips_the_generator(loader):
+    model = build_model("tiny")
+    result = train_phase(model, loader, TrainOptions(phase="generator"), has_cmr=False)
+    assert result.steps == 0 and result.examples == 0
+
+
+def test_linear_probe_leaves_the_encoder_alone(loader):
+    model = build_model("tiny")
+    before = _snapshot(model)
+    train_phase(model, loader, TrainOptions(phase="finetune", finetune_mode="linear", max_steps=2))
+    assert _changed_parts(model, before) == {"indicator_head", "disease_head"}
+
+
+def test_finetune_loss_falls_over_epochs(loader):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    losses = [train_phase(model, loader, TrainOptions(phase="finetune", lr=3e-3, seed=e)).mean_loss for e in range(6)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_fedprox_pulls_towards_the_global_weights(loader):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    before = _snapshot(model)
+    # with lr x mu = 1 the proximal step lands exactly on the round's global weights
+    train_phase(model, loader, TrainOptions(phase="finetune", lr=1e-3, proximal_mu=1000.0, max_steps=3))
+    assert all(torch.allclose(p, before[n], atol=1e-6) for n, p in model.named_parameters())
+    free = build_model("tiny")
+    free.load_state_dict(model.state_dict())
+    train_phase(free, loader, TrainOptions(phase="finetune", lr=1e-3, max_steps=3))
+    assert _changed_parts(free, before)
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "generator", "finetune"])
+def test_every_phase_trains_under_dp_sgd(loader, phase):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    before = _snapshot(model)
+    privatizer = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0)
+    options = TrainOptions(phase=phase, alignment="distill", epochs=1)
+    result = train_phase(model, loader, options, privatize=privatizer)
+    privatizer.close()
+    assert result.steps >= 1
+    changed = _changed_parts(model, before)
+    expected = {"pretrain": {"ecg_encoder", "cmr_encoder", "cmr_decoder"}, "generator": {"generator"},
+                "finetune": {"disease_head"}}[phase]
+    assert expected <= changed
+    (sigma, sample_rate, steps), = privatizer.history
+    assert sigma == 1.0 and steps == result.steps and 0 < sample_rate < 1
+    assert privatizer.epsilon(1e-5) > 0
+    # hooks are gone: the model trains again without DP
+    train_phase(model, loader, TrainOptions(phase=phase, max_steps=1))
+
+
+def test_dp_refuses_infonce_which_couples_a_batch(loader):
+    with pytest.raises(ValueError, match="distill"):
+        train_phase(build_model("tiny"), loader, TrainOptions(phase="pretrain"),
+                    privatize=OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0))
+
+
+def test_accountant_history_continues_across_calls(loader):
+    first = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0)
+    model = build_model("tiny")
+    train_phase(model, loader, TrainOptions(phase="finetune"), privatize=first)
+    first.close()
+    second = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0, history=first.history)
+    train_phase(model, loader, TrainOptions(phase="finetune"), privatize=second)
+    second.close()
+    assert sum(steps for _, _, steps in second.history) == 2 * sum(steps for _, _, steps in first.history)
+    assert second.epsilon(1e-5) > first.epsilon(1e-5)
+
+
+def test_evaluation_reports_aggregates_per_phase(loader):
+    loader = DataLoader(loader.dataset, batch_size=8)  # fixed order: evaluation must be repeatable
+    model = build_model("tiny")
+    pretrain = evaluate(model, loader, "pretrain")
+    assert {"loss", "num-examples", "masked_ecg", "alignment_cosine", "retrieval_top1"} <= set(pretrain)
+    generator = evaluate(model, loader, "generator", generate_samples=2, reference_clip=np.full((16, 64, 64), 0.3))
+    assert generator["generated_samples"] == 2 and {"ssim", "psnr", "baseline_ssim", "ef_proxy_mae"} <= set(generator)
+    finetune = evaluate(model, loader, "finetune", bootstrap=20)
+    assert {"r2/LVEF", "mae/LVEF", "pearson/LVEF", "auroc/CAD", "auroc/CAD_low", "auprc/CAD", "mean_auroc"} <= set(finetune)
+    assert all(isinstance(v, float) for v in finetune.values())
+    # the same model and data give the same figures (fixed evaluation masks and noise)
+    assert evaluate(model, loader, "pretrain")["masked_ecg"] == pretrain["masked_ecg"]
