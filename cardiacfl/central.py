@@ -108,6 +108,7 @@ def train_central(
     batch_size: int = 32,
     label_fraction: float = 1.0,
     finetune_mode: str = "full",
+    alignment_weight: float = 1.0,
     generate_samples: int = 8,
     bootstrap: int = 200,
     seed: int = 0,
@@ -128,7 +129,8 @@ def train_central(
                "finetune_mode": finetune_mode, "train_samples": len(train), "phases": {}}
     step = 0
     for phase in phases:
-        options = TrainOptions(phase=phase, epochs=1, lr=lr, finetune_mode=finetune_mode, seed=seed, device=device)
+        options = TrainOptions(phase=phase, epochs=1, lr=lr, finetune_mode=finetune_mode,
+                               alignment_weight=alignment_weight, seed=seed, device=device)
         phase_data = labelled_fraction(train, label_fraction, seed) if phase == "finetune" else train
         loader = DataLoader(phase_data, batch_size=batch_size, shuffle=True, drop_last=len(phase_data) > batch_size,
                             generator=torch.Generator().manual_seed(seed))

@@ -70,6 +70,11 @@ class SiteConfig:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
+    @property
+    def state_dir(self) -> Path:
+        """Site state that must outlive caches and runs (the privacy ledger); never deleted by the software."""
+        return self.data_root / ".cardiacfl-state"
+
 
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read and validate one site config file."""

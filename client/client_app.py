@@ -1,0 +1,58 @@
+"""Flower ClientApp: one hospital. It only converts between Flower messages and `client.site_round`
+(which holds the training and evaluation); heavy libraries are imported inside the handlers, because every
+message starts a fresh ClientApp process and the SecAgg+ stages need none of them.
+
+Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"`.
+Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metrics only.
+"""
+
+from __future__ import annotations
+
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Context, Message
+
+
+class SiteClient(NumPyClient):
+    def __init__(self, site_config: str):
+        self.site_config = site_config
+
+    def fit(self, parameters, config):
+        from client.site_round import RoundConfig, train_round
+
+        rc = RoundConfig.from_record(dict(config))
+        arrays, metrics = train_round(self.site_config, _state(rc.preset, parameters), rc)
+        return arrays, 1, metrics  # weight 1: the arrays carry their own per-part example weights
+
+    def evaluate(self, parameters, config):
+        from client.site_round import RoundConfig, evaluate_round
+
+        rc = RoundConfig.from_record(dict(config))
+        return evaluate_round(self.site_config, _state(rc.preset, parameters), rc)
+
+
+def _state(preset: str, parameters: list) -> dict:
+    from shared_models.model_arrays import state_names
+
+    names = state_names(preset)
+    if len(names) != len(parameters):
+        raise ValueError(f"received {len(parameters)} arrays, the {preset!r} model has {len(names)}")
+    return dict(zip(names, parameters))
+
+
+def client_fn(context: Context):
+    site_config = context.node_config.get("site-config")
+    if not site_config:
+        raise ValueError("SuperNode started without node config 'site-config' (the path to the site's TOML)")
+    return SiteClient(str(site_config)).to_client()
+
+
+def secaggplus_when_asked(message: Message, context: Context, call_next):
+    """SecAgg+ for SecAgg+ messages; plain train/evaluate messages pass straight through (the stock mod
+    fails on messages without its config record)."""
+    if "secaggplus_configs" in message.content.config_records:
+        return secaggplus_mod(message, context, call_next)
+    return call_next(message, context)
+
+
+app = ClientApp(client_fn=client_fn, mods=[secaggplus_when_asked])

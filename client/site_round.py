@@ -1,0 +1,159 @@
+"""What a site does for one federated round, without Flower: load the global weights, train one phase of
+the one training loop (DP-SGD through Opacus with the site's lifetime ledger) or evaluate, and return only
+model arrays and aggregate metrics. `client/client_app.py` converts Flower messages to these calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from client.privacy import OpacusPrivatizer
+from client.privacy_ledger import PlannedPhase, PrivacyLedger
+from client.site_config import SiteConfig, load_site_config
+from client.site_data import PreparedSite, prepare_site
+from client.site_dataset import SiteDataset
+from shared_models.cardiacnets import CardiacNets, build_model
+from shared_models.evaluation import evaluate
+from shared_models.training import TrainOptions, train_phase, trainable_parts
+from shared_models.weighted_parts import encode_update
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """The server's instructions for one round (sent as a flat ConfigRecord)."""
+
+    study: str
+    phase: str
+    server_round: int
+    preset: str
+    plan: str  # "phase:rounds:local_epochs,..." (the whole study, for the noise multiplier)
+    local_epochs: int = 1
+    lr: float = 1e-3
+    proximal_mu: float = 0.0
+    finetune_mode: str = "full"
+    dp: bool = True
+    max_site_examples: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict) -> "RoundConfig":
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+@cache
+def _site(config_path: str) -> tuple[SiteConfig, PreparedSite]:
+    config = load_site_config(config_path)
+    return config, prepare_site(config)
+
+
+def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Dataset:
+    """The samples a phase learns from at this site: all ECGs (pretrain), ECG-CMR pairs (generator),
+    labelled ECGs (finetune). Its size sets the DP sample rate."""
+    dataset = SiteDataset(site, split)
+    keep = []
+    for index, (subject_index, _) in enumerate(dataset.items):
+        subject = dataset.subjects[subject_index]
+        if phase == "generator" and subject.cmr_key is None:
+            continue
+        if phase == "finetune" and not (np.isfinite(subject.indicators).any() or np.isfinite(subject.diseases).any()):
+            continue
+        keep.append(index)
+    return Subset(dataset, keep)
+
+
+def site_has_cmr(site: PreparedSite) -> bool:
+    return any(s.cmr_key for s in site.subjects if s.split == "train")
+
+
+def _model(preset: str, global_state: dict[str, np.ndarray]) -> CardiacNets:
+    model = build_model(preset)
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
+    return model
+
+
+def _steps_per_epoch(samples: int, batch_size: int) -> tuple[float, int]:
+    """(Poisson sample rate, steps per epoch) as Opacus' DP data loader uses them."""
+    if samples == 0:
+        return 0.0, 0
+    rate = min(1.0, batch_size / samples)
+    return rate, int(1 / rate)
+
+
+def parse_plan_text(text: str) -> list[tuple[str, int, int]]:
+    """'pretrain:2:1,finetune:3:2' -> [(phase, rounds, local epochs), ...]."""
+    return [(name, int(rounds), int(epochs)) for name, rounds, epochs in (item.split(":") for item in text.split(",") if item)]
+
+
+def _plan(site: PreparedSite, plan_text: str, batch_size: int) -> list[PlannedPhase]:
+    phases = []
+    for name, rounds, epochs in parse_plan_text(plan_text):
+        samples = len(phase_dataset(site, name))
+        rate, per_epoch = _steps_per_epoch(samples, batch_size)
+        phases.append(PlannedPhase(name, rate, rounds * epochs * per_epoch))
+    return phases
+
+
+def ledger_for(config: SiteConfig) -> PrivacyLedger:
+    return PrivacyLedger.open(config.state_dir / "privacy_ledger.json", site_id=config.site_id,
+                              target_epsilon=config.privacy.target_epsilon, target_delta=config.privacy.target_delta)
+
+
+def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
+    """-> (encoded arrays for part-weighted averaging, aggregate metrics)."""
+    config, site = _site(str(site_config))
+    metrics: dict = {"site": config.site_id, "phase": rc.phase, "round": rc.server_round, "declined": 0, "reason": ""}
+    data = phase_dataset(site, rc.phase)
+    has_cmr = site_has_cmr(site)
+    model = _model(rc.preset, global_state)
+    options = TrainOptions(phase=rc.phase, epochs=rc.local_epochs, lr=rc.lr, proximal_mu=rc.proximal_mu,
+                           finetune_mode=rc.finetune_mode, alignment="distill" if rc.dp else "infonce",
+                           seed=rc.seed + rc.server_round, device=config.training.device)
+    parts = trainable_parts(options, has_cmr=has_cmr) if len(data) else set()
+    batch = config.training.batch_size
+    privatizer = None
+    if rc.dp and parts:
+        ledger = ledger_for(config)
+        sigma = ledger.plan(_plan(site, rc.plan, batch))
+        rate, per_epoch = _steps_per_epoch(len(data), batch)
+        reason = ledger.check(rate, per_epoch * rc.local_epochs)
+        metrics.update(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, delta=config.privacy.target_delta,
+                       target_epsilon=config.privacy.target_epsilon, sample_rate=rate)
+        if reason:
+            ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
+            metrics.update(declined=1, reason=reason, epsilon=ledger.epsilon, examples=0)
+            return encode_update(global_state, {}, rc.max_site_examples), metrics
+        privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, history=ledger.history)
+    if not parts:
+        metrics.update(examples=0, reason=f"nothing to train in {rc.phase} at this site")
+        return encode_update(global_state, {}, rc.max_site_examples), metrics
+    loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
+    result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
+    if privatizer is not None:
+        privatizer.close()
+        metrics["epsilon"] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
+                                           server_round=rc.server_round, steps=result.steps)
+    metrics.update(examples=len(data), loss=result.mean_loss, steps=result.steps, seconds=result.seconds)
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return encode_update(state, {p: len(data) for p in parts}, rc.max_site_examples), metrics
+
+
+def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:
+    """Score the global model on the site's validation split -> (loss, examples, aggregate metrics)."""
+    config, site = _site(str(site_config))
+    model = _model(rc.preset, global_state)
+    loader = DataLoader(SiteDataset(site, "val"), batch_size=64)
+    result = evaluate(model, loader, rc.phase, device=config.training.device, seed=rc.seed)
+    examples = int(result.pop("num-examples"))
+    loss = result["loss"]
+    metrics = {k: float(v) for k, v in result.items()} | {"site": config.site_id, "phase": rc.phase}
+    if config.state_dir.joinpath("privacy_ledger.json").is_file():
+        metrics["epsilon"] = ledger_for(config).epsilon
+    return (loss if math.isfinite(loss) else 0.0), examples, metrics

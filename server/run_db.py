@@ -1,0 +1,142 @@
+"""The run database: what the ServerApp records and the dashboard reads. SQLite file or any SQLAlchemy URL
+(PostgreSQL for a lab server). Only aggregates are stored: per-site metrics, ε, round summaries and
+generated clips from the lab's reference panel; never patient data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    preset: Mapped[str] = mapped_column(String(20))
+    config: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
+    current_phase: Mapped[str] = mapped_column(String(20), default="")
+    current_round: Mapped[int] = mapped_column(default=0)
+    total_rounds: Mapped[int] = mapped_column(default=0)
+    started: Mapped[float] = mapped_column(Float, default=time.time)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("study_id", "phase", "server_round"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(20))
+    server_round: Mapped[int]
+    started: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    participants: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"trained": [...], "declined": {...}, "failed": n}
+    global_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)  # example-weighted means of site metrics
+    model_hash: Mapped[str] = mapped_column(String(64), default="")
+    checkpoint: Mapped[str] = mapped_column(String(500), default="")
+
+
+class SiteMetric(Base):
+    __tablename__ = "site_metrics"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(20))
+    server_round: Mapped[int]
+    site: Mapped[str] = mapped_column(String(100), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # fit | evaluate
+    examples: Mapped[int] = mapped_column(default=0)
+    epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    time: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Generation(Base):
+    __tablename__ = "generations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(20))
+    server_round: Mapped[int]
+    reference: Mapped[str] = mapped_column(String(100))  # reference-panel id (lab-held, not patient data)
+    ecg: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (12, T) npy bytes
+    generated: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (F, H, W) npy bytes
+    real: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    ssim: Mapped[float | None] = mapped_column(Float, nullable=True)
+    psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RunDatabase:
+    """One engine and sessionmaker per process; every write is its own transaction."""
+
+    def __init__(self, url: str):
+        self.url = url if "://" in url else f"sqlite:///{url}"
+        self.engine = create_engine(self.url)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        with self.session.begin() as s:
+            if s.get(SchemaInfo, SCHEMA_VERSION) is None:
+                s.add(SchemaInfo(version=SCHEMA_VERSION))
+
+    def start_study(self, name: str, preset: str, config: dict, total_rounds: int) -> int:
+        with self.session.begin() as s:
+            study = Study(name=name, preset=preset, config=json.loads(json.dumps(config, default=str)), total_rounds=total_rounds)
+            s.add(study)
+            s.flush()
+            return study.id
+
+    def update_study(self, study_id: int, **values) -> None:
+        with self.session.begin() as s:
+            study = s.get(Study, study_id)
+            for key, value in values.items():
+                setattr(study, key, value)
+
+    def upsert_round(self, study_id: int, phase: str, server_round: int, **values) -> None:
+        with self.session.begin() as s:
+            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
+            if row is None:
+                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
+                s.add(row)
+            for key, value in values.items():
+                setattr(row, key, _json_safe(value) if isinstance(value, dict) else value)
+
+    def add_site_metrics(self, study_id: int, phase: str, server_round: int, kind: str, site: str, metrics: dict) -> None:
+        with self.session.begin() as s:
+            s.add(SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
+                             examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
+                             epsilon=metrics.get("epsilon"), metrics=_json_safe(metrics)))
+
+    def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
+        with self.session.begin() as s:
+            s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
+
+
+def _json_safe(values: dict) -> dict:
+    """NaN/inf become null, numpy scalars plain numbers."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out[key] = _json_safe(value)
+        elif isinstance(value, (list, tuple)):
+            out[key] = list(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            out[key] = value if value == value and abs(value) != float("inf") else None
+        else:
+            out[key] = value
+    return out

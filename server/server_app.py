@@ -1,0 +1,68 @@
+"""Flower ServerApp: runs a study's phases in order (pretrain -> generator -> finetune), each from the
+previous phase's global weights, with SecAgg+ for training rounds, and records the run database.
+
+Run config (`flwr run --run-config`): `study-config` (path to the study TOML on the server), `run-db`
+(SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
+the lab's reference panel).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flwr.common import Context
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    import numpy as np
+    import torch
+
+    from server.reference_panel import load_panel, record_generations
+    from server.run_db import RunDatabase
+    from server.secure_aggregation import phase_workflow
+    from server.strategy import StudyRecorder, make_strategy
+    from server.study_config import load_study_config
+    from shared_models.cardiacnets import build_model
+    from shared_models.checkpoint import save_checkpoint
+
+    run_config = context.run_config
+    study = load_study_config(str(run_config["study-config"]))
+    db = RunDatabase(str(run_config.get("run-db", "runs/study.db")))
+    out = Path(str(run_config.get("out-dir", "runs/study")))
+    panel_config = str(run_config.get("reference-panel", ""))
+    panel = load_panel(panel_config, study.generate_reference) if panel_config else []
+
+    torch.manual_seed(study.seed)
+    model = build_model(study.preset)
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
+                                                         "secagg": study.secagg.__dict__, "dp": study.dp},
+                              total_rounds=sum(p.rounds for p in study.phases))
+    recorder = StudyRecorder(db, study_id, study)
+
+    def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
+        path = out / f"{phase}_round{server_round}.pt"
+        save_checkpoint(path, model, phase=phase, step=server_round)
+        if phase == "generator":
+            record_generations(db, study_id, phase, server_round, model, panel, seed=study.seed)
+        return str(path)
+
+    recorder.on_round_end = on_round_end
+    try:
+        for plan in study.phases:
+            strategy = make_strategy(plan, recorder, state)
+            legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
+            phase_workflow(study.secagg)(grid, legacy)
+            state = strategy.global_state
+            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+            save_checkpoint(out / f"{plan.name}.pt", model, phase=plan.name, step=plan.rounds)
+        db.update_study(study_id, status="finished", finished=time.time())
+    except BaseException:
+        db.update_study(study_id, status="failed", finished=time.time())
+        raise

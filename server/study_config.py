@@ -1,0 +1,110 @@
+"""Study configuration (`studies/<name>.toml`): which sites take part, the phases with their rounds and
+strategies, DP on/off and the secure-aggregation settings. The ServerApp reads it; each round's share of it
+reaches the sites as a ConfigRecord. Errors name the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from shared_models.config import PRESETS
+from shared_models.training import PHASES
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
+
+
+class StudyConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    name: str
+    rounds: int = 2
+    local_epochs: int = 1
+    lr: float = 1e-3
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.0  # FedProx: Flower sends mu, the site adds the proximal term
+    server_lr: float = 0.01  # FedAdam/FedYogi server learning rate (eta)
+    finetune_mode: str = "full"
+    min_sites: int = 2  # a round needs this many sites; fewer and it waits
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    enabled: bool = True
+    num_shares: float = 1.0  # share of the round's sites each site's secret is split among
+    reconstruction_threshold: float = 0.6  # share of num_shares needed to unmask (3 sites: 2; 5 sites: 3)
+    clipping_range: float = 8.0  # weights are clipped to +-this before quantisation
+    quantization_range: int = 2 ** 24
+    timeout_s: float = 30.0  # a site silent this long in a stage counts as dropped
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    path: Path
+    name: str
+    preset: str = "small"
+    sites: tuple[Path, ...] = ()  # site configs, for `cardiacfl study run` on one machine
+    dp: bool = True
+    max_site_examples: int = 1000  # scale of the per-part weights (examples / this, kept <= 1)
+    seed: int = 0
+    generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
+    phases: tuple[PhasePlan, ...] = field(default_factory=tuple)
+    secagg: SecAggSettings = field(default_factory=SecAggSettings)
+
+    @property
+    def plan_text(self) -> str:
+        """The plan every site needs to fix its noise multiplier: 'phase:rounds:local_epochs,...'."""
+        return ",".join(f"{p.name}:{p.rounds}:{p.local_epochs}" for p in self.phases)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise StudyConfigError(f"{path}: study config file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise StudyConfigError(f"{path}: not valid TOML: {err}") from err
+    fail = lambda key, expected, got: _fail(path, key, expected, got)  # noqa: E731
+    _known(path, raw, "", {"study", "secagg", "phase"})
+    study = raw.get("study", {})
+    _known(path, study, "study", {f.name for f in fields(StudyConfig)} - {"path", "phases", "secagg"})
+    if "name" not in study:
+        fail("study.name", "a study name", None)
+    if study.get("preset", "small") not in PRESETS:
+        fail("study.preset", f"one of {', '.join(PRESETS)}", study.get("preset"))
+    sites = tuple((path.parent / s).resolve() for s in study.get("sites", []))
+    phases = []
+    for i, table in enumerate(raw.get("phase", [])):
+        _known(path, table, f"phase[{i}]", {f.name for f in fields(PhasePlan)})
+        plan = PhasePlan(**table)
+        if plan.name not in PHASES:
+            fail(f"phase[{i}].name", f"one of {', '.join(PHASES)}", plan.name)
+        if plan.strategy not in STRATEGIES:
+            fail(f"phase[{i}].strategy", f"one of {', '.join(STRATEGIES)}", plan.strategy)
+        if plan.rounds < 1 or plan.local_epochs < 1 or plan.min_sites < 1:
+            fail(f"phase[{i}]", "rounds, local_epochs and min_sites of at least 1", table)
+        phases.append(plan)
+    if not phases:
+        fail("phase", "at least one [[phase]] table", None)
+    secagg_raw = raw.get("secagg", {})
+    _known(path, secagg_raw, "secagg", {f.name for f in fields(SecAggSettings)})
+    secagg = SecAggSettings(**secagg_raw)
+    values = {k: v for k, v in study.items() if k != "sites"}
+    return StudyConfig(path=path, sites=sites, phases=tuple(phases), secagg=secagg, **values)
+
+
+def _known(path: Path, table: dict, prefix: str, allowed: set[str]) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        key = ".".join(filter(None, [prefix, sorted(unknown)[0]]))
+        _fail(path, key, f"one of the known keys ({', '.join(sorted(allowed))})", "unknown key")
+
+
+def _fail(path: Path, key: str, expected: str, got: Any) -> None:
+    raise StudyConfigError(f"{path}: {key}: expected {expected}, got {got!r}")
