@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 app = typer.Typer(help="Federated CardiacNets: site data, synthetic cohorts, training and studies.", no_args_is_help=True)
 data_app = typer.Typer(help="Check and prepare a site's data (runs on site; data never leaves it).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(help="Run a federated study (coordinating lab).", no_args_is_help=True)
+app.add_typer(study_app, name="study")
 console = Console(stderr=True)
 
 
@@ -173,6 +175,68 @@ def predict(
         con.print(f"generated CMR clip: {result.clip_files['gif']} (frames in {result.clip_files['frames']})")
     if result.checkpoint_phase != "finetune":
         con.print(f"[yellow]note:[/yellow] checkpoint phase is {result.checkpoint_phase!r}; the heads are only trained after 'finetune'")
+
+
+@app.command()
+def provision(
+    sites: list[str] = typer.Option(..., "--sites", help="Site ids (repeat the option)."),
+    out: Path = typer.Option(..., help="Folder for the CA, the SuperLink certificate and one kit per site."),
+    host: list[str] = typer.Option([], help="Extra host names/IPs for the SuperLink certificate."),
+) -> None:
+    """Make a study CA, the SuperLink TLS certificate and per-site authentication keys (private keys 0600)."""
+    from server.provision import provision as make
+
+    paths = make(out, sites, hosts=tuple(host))
+    console.print(f"server kit: {paths['ca'].parent}")
+    for site, kit in paths["kits"].items():
+        console.print(f"  {site}: {kit}")
+
+
+@study_app.command("run")
+def study_run(
+    study: Path = typer.Option(Path("studies/demo.toml"), help="Study config."),
+    work: Path = typer.Option(Path("runs/study"), help="Folder for keys, logs, checkpoints and the run database."),
+    reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel (generation gallery)."),
+    insecure: bool = typer.Option(False, "--insecure", help="DEBUG ONLY: no TLS and no site authentication."),
+) -> None:
+    """Start a SuperLink and one SuperNode per site on loopback, run the study, show progress, stop everything."""
+    from server.deployment import run_study
+    from server.study_config import StudyConfigError, load_study_config
+
+    try:
+        config = load_study_config(study)
+    except StudyConfigError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(2)
+    if insecure:
+        console.print("[yellow]warning: --insecure: traffic is unencrypted and sites are not authenticated[/yellow]")
+    start = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task("study", total=sum(p.rounds for p in config.phases))
+        done: dict[str, int] = {}
+        offsets = {}
+        total = 0
+        for plan in config.phases:
+            offsets[plan.name] = total
+            total += plan.rounds
+
+        def update(snapshot: dict) -> None:
+            if snapshot["phase"]:
+                done["value"] = offsets.get(snapshot["phase"], 0) + max(snapshot["round"] - 1, 0)
+            progress.update(task, completed=done.get("value", 0),
+                            description=f"{snapshot['phase'] or 'starting'} round {snapshot['round']} ({snapshot['status']})")
+
+        try:
+            paths = run_study(config, work, insecure=insecure, reference_panel=reference_panel,
+                              status=lambda line: progress.console.print(line), progress=update)
+        except (RuntimeError, TimeoutError, ValueError) as err:
+            console.print(f"[red]study failed:[/red] {err}", highlight=False)
+            raise typer.Exit(1)
+        progress.update(task, completed=total)
+    console.print(f"study finished in {time.perf_counter() - start:.0f} s; run database {paths.db}")
+    from server.summary import print_summary
+
+    print_summary(paths.db)
 
 
 if __name__ == "__main__":

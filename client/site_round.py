@@ -80,11 +80,12 @@ def _model(preset: str, global_state: dict[str, np.ndarray]) -> CardiacNets:
 
 
 def _steps_per_epoch(samples: int, batch_size: int) -> tuple[float, int]:
-    """(Poisson sample rate, steps per epoch) as Opacus' DP data loader uses them."""
+    """(sample rate, steps per epoch) exactly as Opacus' DP data loader sets them from a loader of
+    ceil(samples / batch_size) batches: rate = 1 / that, one epoch = that many steps."""
     if samples == 0:
         return 0.0, 0
-    rate = min(1.0, batch_size / samples)
-    return rate, int(1 / rate)
+    steps = math.ceil(samples / batch_size)
+    return 1.0 / steps, steps
 
 
 def parse_plan_text(text: str) -> list[tuple[str, int, int]]:

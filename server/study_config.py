@@ -40,7 +40,7 @@ class SecAggSettings:
     reconstruction_threshold: float = 0.6  # share of num_shares needed to unmask (3 sites: 2; 5 sites: 3)
     clipping_range: float = 8.0  # weights are clipped to +-this before quantisation
     quantization_range: int = 2 ** 24
-    timeout_s: float = 30.0  # a site silent this long in a stage counts as dropped
+    timeout_s: float = 600.0  # a site silent this long in a stage counts as dropped; local training runs inside a stage
 
 
 @dataclass(frozen=True)

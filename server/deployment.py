@@ -1,0 +1,179 @@
+"""`cardiacfl study run`: a whole study on one machine with Flower's Deployment Engine, as real processes on
+loopback: a SuperLink with TLS and SuperNode authentication, one SuperNode per site with its kit, the study
+submitted with `flwr run`, progress read from the run database, and every started process stopped on exit
+or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from server.provision import provision
+from server.study_config import StudyConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class StudyPaths:
+    work: Path
+    db: Path
+    checkpoints: Path
+    logs: Path
+    flwr_home: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _environment(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+               FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(REPO),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))  # Flower starts its own helpers
+    return env
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+class Processes:
+    """Started processes, stopped (TERM, then KILL) in reverse order."""
+
+    def __init__(self):
+        self.running: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log, "wb")
+        process = subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.running.append((name, process))
+        return process
+
+    def stop(self) -> None:
+        for _, process in reversed(self.running):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.time() + 10
+        for _, process in reversed(self.running):
+            try:
+                process.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.running.clear()
+
+    def check(self) -> None:
+        for name, process in self.running:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}")
+
+
+def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None,
+              status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
+    from client.site_config import load_site_config
+    from server.run_db import RunDatabase, Study
+
+    paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
+                       flwr_home=work / "flwr-home")
+    sites = {load_site_config(p).site_id: p for p in study.sites}
+    if len(sites) < 2:
+        raise ValueError(f"{study.path}: study.sites lists {len(sites)} site(s); a federated study needs at least 2")
+    pki = provision(work / "pki", list(sites))
+    env = _environment(paths.flwr_home)
+    port = free_port()  # flwr 1.41 serves the Fleet, Control and Runtime APIs on one HTTP port
+    paths.flwr_home.mkdir(parents=True, exist_ok=True)
+    connection = f'[superlink.study]\naddress = "127.0.0.1:{port}"\n'
+    connection += "insecure = true\n" if insecure else f'root-certificates = "{pki["ca"]}"\n'
+    (paths.flwr_home / "config.toml").write_text(connection)
+
+    with ExitStack() as stack:
+        processes = Processes()
+        stack.callback(processes.stop)
+        tls = ["--insecure"] if insecure else ["--ssl-ca-certfile", str(pki["ca"]), "--ssl-certfile", str(pki["superlink_cert"]),
+                                               "--ssl-keyfile", str(pki["superlink_key"]), "--enable-supernode-auth"]
+        status(f"starting SuperLink on 127.0.0.1:{port}{' (INSECURE)' if insecure else ' with TLS and site authentication'}")
+        processes.start("superlink", [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(port),
+                                      "--disable-runtime-dependency-installation", *tls],
+                        env, paths.logs / "superlink.log")
+        _wait_for_port(port, processes)
+        if not insecure:
+            for site, public_key in pki["site_keys"].items():
+                _flwr(["supernode", "register", str(public_key), "study", "--name", site], env)
+        for site, config in sites.items():
+            kit = pki["kits"][site]
+            auth = ["--insecure"] if insecure else ["--root-certificates", str(kit / "ca.crt"),
+                                                    "--auth-supernode-private-key", str(kit / f"{site}.key")]
+            processes.start(f"supernode {site}", [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{port}",
+                                                  "--port", str(free_port()), *auth,
+                                                  "--node-config", f'site-config="{Path(config).resolve()}"'],
+                            env, paths.logs / f"supernode-{site}.log")
+            status(f"started SuperNode for {site}")
+        run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
+                      f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}"')
+        if paths.db.exists():
+            paths.db.unlink()
+        output = _flwr(["run", str(REPO), "study", "--run-config", run_config], env)
+        status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
+        _follow(paths.db, processes, progress)
+        db = RunDatabase(str(paths.db))
+        with db.session() as s:
+            final = s.query(Study).order_by(Study.id.desc()).first()
+        if final is None or final.status != "finished":
+            raise RuntimeError(f"study ended with status {final.status if final else 'unknown'}; logs in {paths.logs}")
+    return paths
+
+
+def _flwr(args: list[str], env: dict) -> str:
+    result = subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"flwr {' '.join(args[:2])} failed: {result.stdout[-800:]}{result.stderr[-800:]}")
+    return result.stdout
+
+
+def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        processes.check()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"SuperLink did not open port {port} within {timeout:.0f} s")
+
+
+def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, timeout: float = 6 * 3600) -> None:
+    """Poll the run database until the study finishes or fails."""
+    from server.run_db import RunDatabase, Study
+
+    deadline = time.time() + timeout
+    db = None
+    while time.time() < deadline:
+        processes.check()
+        if db is None and db_path.exists():
+            db = RunDatabase(str(db_path))
+        if db is not None:
+            with db.session() as s:
+                study = s.query(Study).order_by(Study.id.desc()).first()
+                if study is not None:
+                    snapshot = {"phase": study.current_phase, "round": study.current_round, "status": study.status,
+                                "total_rounds": study.total_rounds}
+                    if progress:
+                        progress(snapshot)
+                    if study.status in ("finished", "failed"):
+                        return
+        time.sleep(1.0)
+    raise TimeoutError("study did not finish in time")

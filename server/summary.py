@@ -1,0 +1,60 @@
+"""The end-of-study summary table: per-site final metrics and ε, and the global metrics per phase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from server.run_db import Round, RunDatabase, SiteMetric, Study
+
+SHOWN = ("loss", "masked_ecg", "retrieval_top1", "generator_loss", "mean_auroc", "mean_r2")
+
+
+def print_summary(db_path: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    db = RunDatabase(str(db_path))
+    with db.session() as s:
+        study = s.scalars(select(Study).order_by(Study.id.desc())).first()
+        if study is None:
+            console.print("no study in the run database")
+            return
+        rounds = s.scalars(select(Round).filter_by(study_id=study.id).order_by(Round.id)).all()
+        evaluations = s.scalars(select(SiteMetric).filter_by(study_id=study.id, kind="evaluate").order_by(SiteMetric.id)).all()
+        fits = s.scalars(select(SiteMetric).filter_by(study_id=study.id, kind="fit").order_by(SiteMetric.id)).all()
+    table = Table(title=f"study {study.name} ({study.preset}): global validation metrics, last round of each phase")
+    table.add_column("phase")
+    table.add_column("rounds")
+    table.add_column("s/round")
+    for key in SHOWN:
+        table.add_column(key)
+    for phase in dict.fromkeys(r.phase for r in rounds):
+        phase_rounds = [r for r in rounds if r.phase == phase]
+        last = phase_rounds[-1].global_metrics or {}
+        seconds = [r.seconds for r in phase_rounds if r.seconds]
+        table.add_row(phase, str(len(phase_rounds)), f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
+                      *[f"{last[k]:.3f}" if isinstance(last.get(k), float) else "" for k in SHOWN])
+    console.print(table)
+    sites = Table(title="per site: final validation metrics and privacy spent")
+    for column in ("site", "phase", "mean_auroc", "mean_r2", "ε spent", "ε budget", "σ", "declined"):
+        sites.add_column(column)
+    latest_eval = {(m.site): m for m in evaluations}
+    latest_fit: dict[str, SiteMetric] = {}
+    declined: dict[str, int] = {}
+    for m in fits:
+        if m.epsilon is not None:
+            latest_fit[m.site] = m
+        declined[m.site] = declined.get(m.site, 0) + int(bool(m.metrics.get("declined")))
+    for site, m in sorted(latest_eval.items()):
+        fit = latest_fit.get(site)
+        eps = fit.epsilon if fit else m.metrics.get("epsilon")
+        sites.add_row(site, m.phase, _fmt(m.metrics.get("mean_auroc")), _fmt(m.metrics.get("mean_r2")), _fmt(eps),
+                      _fmt(fit.metrics.get("target_epsilon") if fit else None),
+                      _fmt(fit.metrics.get("noise_multiplier") if fit else None), str(declined.get(site, 0)))
+    console.print(sites)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

@@ -1,0 +1,83 @@
+"""Federation pieces without a running SuperLink: what a site sends, part-weighted averaging, provisioning."""
+
+import stat
+
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+from shared_models.weighted_parts import decode_aggregate, encode_update
+
+ALLOWED_METRICS = {"site", "phase", "round", "declined", "reason", "noise_multiplier", "max_grad_norm", "delta",
+                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds"}
+
+
+def test_part_weighted_average_counts_only_sites_that_trained_a_part():
+    previous = {"ecg_encoder.w": np.zeros(3, np.float32), "generator.w": np.full(2, 5.0, np.float32)}
+    site_a = encode_update({"ecg_encoder.w": np.ones(3), "generator.w": np.full(2, 2.0)}, {"ecg_encoder": 100, "generator": 100}, 1000)
+    site_c = encode_update({"ecg_encoder.w": np.full(3, 4.0), "generator.w": np.full(2, 9.0)}, {"ecg_encoder": 300}, 1000)
+    mean = [(a + c) / 2 for a, c in zip(site_a, site_c)]
+    state, weights = decode_aggregate(mean, previous)
+    assert np.allclose(state["ecg_encoder.w"], (100 * 1 + 300 * 4) / 400)  # example-weighted over both sites
+    assert np.allclose(state["generator.w"], 2.0)  # only site a trained the generator
+    nobody = decode_aggregate([np.zeros_like(x) for x in mean], previous)[0]
+    assert np.array_equal(nobody["generator.w"], previous["generator.w"])  # untrained part keeps the global weights
+    assert weights["ecg_encoder"] == pytest.approx(0.2)
+
+
+def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physionet):
+    from client.client_app import SiteClient
+    from shared_models.cardiacnets import build_model
+    from shared_models.model_arrays import state_names
+
+    config = tiny_cohort / "site_configs" / "hospital-a.toml"
+    model = build_model("tiny")
+    parameters = [v.numpy() for v in model.state_dict().values()]
+    client = SiteClient(str(config))
+    round_config = {"study": "t", "phase": "finetune", "server_round": 1, "preset": "tiny",
+                    "plan": "finetune:1:1", "local_epochs": 1, "dp": True, "max_site_examples": 1000}
+    arrays, weight, metrics = client.fit(parameters, round_config)
+    names = state_names("tiny")
+    parts = sorted({n.split(".")[0] for n in names})
+    assert weight == 1 and len(arrays) == len(names) + len(parts)
+    for array, original in zip(arrays, parameters):
+        assert array.shape == original.shape  # model-shaped: nothing per subject
+    assert all(a.shape == (1,) for a in arrays[len(names):])
+    assert set(metrics) <= ALLOWED_METRICS and all(isinstance(v, (int, float, str)) for v in metrics.values())
+    assert metrics["epsilon"] > 0 and metrics["site"] == "hospital-a"
+    subject_ids = (tiny_cohort / "hospital-a" / "manifest.csv").read_text()
+    assert not any(isinstance(v, str) and v and v in subject_ids for k, v in metrics.items() if k not in ("site", "phase", "reason"))
+
+    loss, examples, eval_metrics = client.evaluate(parameters, round_config)
+    assert isinstance(loss, float) and examples >= 0
+    assert all(isinstance(v, (int, float, str)) for v in eval_metrics.values())
+    assert not any(k.startswith(("pred", "subject")) for k in eval_metrics)
+
+
+def test_provisioning_writes_private_keys_0600_and_a_loopback_certificate(tmp_path):
+    from server.provision import provision
+
+    paths = provision(tmp_path, ["site-a", "site-b"])
+    private = [paths["superlink_key"], tmp_path / "server" / "ca.key"] + [paths["kits"][s] / f"{s}.key" for s in ("site-a", "site-b")]
+    for key in private:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+    cert = x509.load_pem_x509_certificate(paths["superlink_cert"].read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    ca = x509.load_pem_x509_certificate(paths["ca"].read_bytes())
+    cert.verify_directly_issued_by(ca)
+    kit = paths["kits"]["site-a"]
+    load_ssh_private_key((kit / "site-a.key").read_bytes(), password=None)
+    assert load_ssh_public_key((kit / "site-a.pub").read_bytes()).curve.name == "secp256r1"
+    assert not list(kit.glob("*superlink*")) and not (kit / "ca.key").exists()  # a kit holds only what a site needs
+
+
+def test_study_config_errors_name_file_and_key(tmp_path):
+    from server.study_config import StudyConfigError, load_study_config
+
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\nname = "x"\n[[phase]]\nname = "pretrain"\nstrategy = "fedsgd"\n')
+    with pytest.raises(StudyConfigError, match=r"s.toml: phase\[0\].strategy"):
+        load_study_config(path)
+    assert load_study_config("studies/demo.toml").plan_text == "pretrain:2:2,generator:2:2,finetune:2:2"
