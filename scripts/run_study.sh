@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # The main job: a local multi-site study on the embedded defaults.
-# Today: environment -> synthetic 3-site cohort -> end-to-end check (and preprocessing cache) of every site.
+# environment -> synthetic 3-site cohort + the lab's reference panel -> check every site -> the federated
+# study (pretrain -> generator -> fine-tune, DP-SGD + SecAgg+, TLS + site authentication) -> summary table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 COHORT=${COHORT:-data/demo-cohort}
+PANEL=${PANEL:-data/reference-panel}
 if [ ! -f "$COHORT/site_configs/hospital-c.toml" ]; then
   .venv/bin/cardiacfl synth --out "$COHORT" --sites 3 --seed 0
+fi
+if [ ! -f "$PANEL/site_configs/hospital-a.toml" ]; then
+  # The coordinating lab's own reference pairs for the generation gallery (not any site's data).
+  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects 4 --seed 99
 fi
 for config in site_configs/*.toml; do
   .venv/bin/cardiacfl data check --site-config "$config"
 done
+.venv/bin/cardiacfl study run --study studies/demo.toml --work "${WORK:-runs/demo-study}" \
+  --reference-panel "$PANEL/site_configs/hospital-a.toml"

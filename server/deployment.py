@@ -87,6 +87,7 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
     from client.site_config import load_site_config
     from server.run_db import RunDatabase, Study
 
+    work = work.resolve()  # Flower's connection config wants absolute paths
     paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
                        flwr_home=work / "flwr-home")
     sites = {load_site_config(p).site_id: p for p in study.sites}
