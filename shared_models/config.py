@@ -75,6 +75,9 @@ class GeneratorConfig:
     sample_steps: int = 20  # DDIM steps at inference (deterministic, eta = 0)
     cond_dropout: float = 0.1  # share of training samples whose ECG condition is replaced by the null token
     guidance: float = 2.0  # classifier-free guidance scale at sampling (1: no guidance)
+    # x0: the denoiser predicts the clean clip, so an under-trained model samples a blurred conditional mean
+    # rather than noise (what a CPU training budget gives); v: the usual choice for long training runs.
+    prediction: str = "x0"
 
 
 @dataclass

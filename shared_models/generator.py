@@ -1,8 +1,8 @@
 """ECG-conditioned CMR generator: a diffusion model in pixel space whose denoiser is a transformer over
 space-time tubelets that cross-attends to the ECG encoder's tokens.
 
-- Noise: cosine schedule; the denoiser predicts v (= sqrt(a) * noise - sqrt(1 - a) * x0), which stays
-  well-behaved at both ends of the schedule and so suits few-step sampling.
+- Noise: cosine schedule; the denoiser predicts the clean clip x0 (default) or v (= sqrt(a) * noise -
+  sqrt(1 - a) * x0), set by `GeneratorConfig.prediction`.
 - Classifier-free guidance: during training `cond_dropout` of the samples see a learned null condition
   instead of their ECG; sampling mixes conditional and unconditional predictions with `guidance`.
 - Sampling: deterministic DDIM (eta = 0) over `sample_steps` steps.
@@ -61,7 +61,7 @@ class CmrGenerator(nn.Module):
         return torch.where(drop.view(B, 1, 1), null, self.condition_proj(ecg_tokens))
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """noisy (B, F, H, W) in model space, t (B,) steps, condition (B, S, dim) -> predicted v (B, F, H, W)."""
+        """noisy (B, F, H, W) in model space, t (B,) steps, condition (B, S, dim) -> predicted x0 or v (B, F, H, W)."""
         B = noisy.shape[0]
         positions = torch.arange(self.n_tokens, device=noisy.device).expand(B, -1)
         x = self.patch_embed(self._tubelets(noisy)) + self.position_embed(positions)
@@ -72,7 +72,7 @@ class CmrGenerator(nn.Module):
         return untubelets(tokens, self.cmr.frames, self.cmr.image_size, self.cfg.tubelet_frames, self.cfg.tubelet_pixels)
 
     def loss(self, clip: torch.Tensor, ecg_tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Per-sample (B,) v-prediction MSE at a random step, with condition dropout applied."""
+        """Per-sample (B,) denoising MSE (on x0 or v) at a random step, with condition dropout applied."""
         B = clip.shape[0]
         x0 = clip * 2 - 1
         t = torch.randint(1, self.cfg.train_timesteps + 1, (B,), generator=generator, device=clip.device)
@@ -80,9 +80,9 @@ class CmrGenerator(nn.Module):
         a = alpha_bar(t, self.cfg.train_timesteps).view(B, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         drop = torch.rand(B, generator=generator, device=clip.device) < self.cfg.cond_dropout
-        v_target = a.sqrt() * noise - (1 - a).sqrt() * x0
-        v = self(noisy, t, self.condition(ecg_tokens, drop))
-        return ((v - v_target) ** 2).flatten(1).mean(1)
+        target = x0 if self.cfg.prediction == "x0" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        output = self(noisy, t, self.condition(ecg_tokens, drop))
+        return ((output - target) ** 2).flatten(1).mean(1)
 
     @torch.no_grad()
     def sample(self, ecg_tokens: torch.Tensor, *, steps: int | None = None, guidance: float | None = None,
@@ -99,13 +99,14 @@ class CmrGenerator(nn.Module):
         schedule = torch.linspace(cfg.train_timesteps, 0, steps + 1, device=device).round().long()
         for t, t_next in zip(schedule[:-1], schedule[1:]):
             tt = t.expand(B)
-            v = self(x, tt, conditioned)
+            output = self(x, tt, conditioned)
             if guidance != 1.0:
-                v_free = self(x, tt, unconditioned)
-                v = v_free + guidance * (v - v_free)
+                free = self(x, tt, unconditioned)
+                output = free + guidance * (output - free)
             a = alpha_bar(t, cfg.train_timesteps)
             a_next = alpha_bar(t_next, cfg.train_timesteps) if t_next > 0 else torch.ones((), device=device)
-            x0 = (a.sqrt() * x - (1 - a).sqrt() * v).clamp(-1, 1)
+            x0 = output if cfg.prediction == "x0" else a.sqrt() * x - (1 - a).sqrt() * output
+            x0 = x0.clamp(-1, 1)
             noise = (x - a.sqrt() * x0) / (1 - a).sqrt()  # consistent with the clamped x0
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * noise
         return ((x + 1) / 2).clamp(0, 1)
