@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=20)
     parser.add_argument("--generator-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--finetune-mode", default="full", choices=["full", "linear"])
+    parser.add_argument("--reuse-pretrained", action="store_true", help="keep pretrain checkpoints already in --out")
+    parser.add_argument("--skip-generator", action="store_true")
     args = parser.parse_args()
 
     sites = load_sites(args.data)
@@ -40,9 +43,11 @@ def main() -> None:
     encoders: dict[str, Path | None] = {"ecg-only": None}
     for name, alignment_weight in (("masked-ecg", 0.0), ("cmr-aligned", 1.0)):
         out = args.out / f"pretrain-{name}"
+        encoders[name] = out / "pretrain.pt"
+        if args.reuse_pretrained and encoders[name].is_file():
+            continue
         train_central(args.data, out, phases=["pretrain"], epochs={"pretrain": args.pretrain_epochs},
                       alignment_weight=alignment_weight, **common)
-        encoders[name] = out / "pretrain.pt"
         print(f"pretrained {name} in {time.perf_counter() - start:.0f} s", flush=True)
 
     results: dict[str, dict[str, list[dict]]] = {}
@@ -50,28 +55,29 @@ def main() -> None:
         for fraction in (0.1, 1.0):
             runs = []
             for seed in range(args.seeds if fraction < 1 else 1):
-                summary = train_central(args.data, args.out / f"finetune-{name}-{fraction}-{seed}", phases=["finetune"],
+                summary = train_central(args.data, args.out / f"finetune-{args.finetune_mode}-{name}-{fraction}-{seed}", phases=["finetune"],
                                         init=init, epochs={"finetune": args.finetune_epochs}, label_fraction=fraction,
-                                        seed=seed, **common)
+                                        seed=seed, finetune_mode=args.finetune_mode, **common)
                 runs.append(summary["phases"]["finetune"]["test"])
             results.setdefault(name, {})[str(fraction)] = runs
             print(f"{name:12s} labels {fraction:>4.0%}: mean AUROC {_mean(runs, 'mean_auroc'):.3f}  "
                   f"mean R² {_mean(runs, 'mean_r2'):.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    generator = train_central(args.data, args.out / "generator", phases=["generator"], init=encoders["cmr-aligned"],
+    generator = {} if args.skip_generator else train_central(args.data, args.out / "generator", phases=["generator"], init=encoders["cmr-aligned"],
                               epochs={"generator": args.generator_epochs}, preset=args.preset, sites=sites,
                               bootstrap=0, generate_samples=64)["phases"]["generator"]["test"]
-    print(f"generator: SSIM {generator.get('ssim', float('nan')):.3f} vs mean clip {generator.get('baseline_ssim', float('nan')):.3f}; "
-          f"PSNR {generator.get('psnr', float('nan')):.2f} vs {generator.get('baseline_psnr', float('nan')):.2f} dB; "
-          f"EF-proxy MAE {generator.get('ef_proxy_mae', float('nan')):.1f} vs {generator.get('baseline_ef_proxy_mae', float('nan')):.1f}")
+    if generator:
+        print(f"generator: SSIM {generator.get('ssim', float('nan')):.3f} vs mean clip {generator.get('baseline_ssim', float('nan')):.3f}; "
+              f"PSNR {generator.get('psnr', float('nan')):.2f} vs {generator.get('baseline_psnr', float('nan')):.2f} dB; "
+              f"EF-proxy MAE {generator.get('ef_proxy_mae', float('nan')):.1f} vs {generator.get('baseline_ef_proxy_mae', float('nan')):.1f}")
 
     table = _table(results)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "evidence.json").write_text(json.dumps(finite_or_null({"finetune": results, "generator": generator,
+    (args.out / f"evidence-{args.finetune_mode}.json").write_text(json.dumps(finite_or_null({"finetune": results, "generator": generator,
                                                                        "seconds": time.perf_counter() - start}), indent=2))
-    _plot(results, args.out / "evidence.png")
-    print(f"wrote {args.out / 'evidence.json'} and {args.out / 'evidence.png'}")
+    _plot(results, args.out / f"evidence-{args.finetune_mode}.png")
+    print(f"wrote evidence-{args.finetune_mode}.json and .png in {args.out}")
 
 
 def _mean(runs: list[dict], key: str) -> float:

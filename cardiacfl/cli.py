@@ -198,6 +198,7 @@ def study_run(
     work: Path = typer.Option(Path("runs/study"), help="Folder for keys, logs, checkpoints and the run database."),
     reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel (generation gallery)."),
     insecure: bool = typer.Option(False, "--insecure", help="DEBUG ONLY: no TLS and no site authentication."),
+    resume: bool = typer.Option(False, "--resume", help="Skip phases already finished in WORK (their checkpoints exist)."),
 ) -> None:
     """Start a SuperLink and one SuperNode per site on loopback, run the study, show progress, stop everything."""
     from server.deployment import run_study
@@ -227,7 +228,7 @@ def study_run(
                             description=f"{snapshot['phase'] or 'starting'} round {snapshot['round']} ({snapshot['status']})")
 
         try:
-            paths = run_study(config, work, insecure=insecure, reference_panel=reference_panel,
+            paths = run_study(config, work, insecure=insecure, reference_panel=reference_panel, resume=resume,
                               status=lambda line: progress.console.print(line), progress=update)
         except (RuntimeError, TimeoutError, ValueError) as err:
             console.print(f"[red]study failed:[/red] {err}", highlight=False)

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from client.privacy import OpacusPrivatizer
 from client.privacy_ledger import PlannedPhase, PrivacyLedger
 from client.site_config import SiteConfig, load_site_config
 from client.site_data import PreparedSite, prepare_site
@@ -131,6 +130,8 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
             ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
             metrics.update(declined=1, reason=reason, epsilon=ledger.epsilon, examples=0)
             return encode_update(global_state, {}, rc.max_site_examples), metrics
+        from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
+
         privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, history=ledger.history)
     if not parts:
         metrics.update(examples=0, reason=f"nothing to train in {rc.phase} at this site")

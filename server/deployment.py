@@ -82,7 +82,7 @@ class Processes:
                 raise RuntimeError(f"{name} exited with code {process.returncode}")
 
 
-def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None,
+def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None, resume: bool = False,
               status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
     from client.site_config import load_site_config
     from server.run_db import RunDatabase, Study
@@ -124,12 +124,12 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
                             env, paths.logs / f"supernode-{site}.log")
             status(f"started SuperNode for {site}")
         run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
-                      f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}"')
-        if paths.db.exists():
-            paths.db.unlink()
+                      f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
+                      f'resume="{str(resume).lower()}"')
+        submitted = time.time()
         output = _flwr(["run", str(REPO), "study", "--run-config", run_config], env)
         status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
-        _follow(paths.db, processes, progress)
+        _follow(paths.db, processes, progress, after=submitted)
         db = RunDatabase(str(paths.db))
         with db.session() as s:
             final = s.query(Study).order_by(Study.id.desc()).first()
@@ -156,8 +156,9 @@ def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None
     raise RuntimeError(f"SuperLink did not open port {port} within {timeout:.0f} s")
 
 
-def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, timeout: float = 6 * 3600) -> None:
-    """Poll the run database until the study finishes or fails."""
+def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
+            timeout: float = 6 * 3600) -> None:
+    """Poll the run database until the study started after `after` finishes or fails."""
     from server.run_db import RunDatabase, Study
 
     deadline = time.time() + timeout
@@ -168,7 +169,7 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
             db = RunDatabase(str(db_path))
         if db is not None:
             with db.session() as s:
-                study = s.query(Study).order_by(Study.id.desc()).first()
+                study = s.query(Study).filter(Study.started >= after).order_by(Study.id.desc()).first()
                 if study is not None:
                     snapshot = {"phase": study.current_phase, "round": study.current_round, "status": study.status,
                                 "total_rounds": study.total_rounds}

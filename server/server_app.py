@@ -3,7 +3,8 @@ previous phase's global weights, with SecAgg+ for training rounds, and records t
 
 Run config (`flwr run --run-config`): `study-config` (path to the study TOML on the server), `run-db`
 (SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
-the lab's reference panel).
+the lab's reference panel), `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
+and the next phase starts from the last of them; sites' privacy ledgers carry on regardless).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     from server.strategy import StudyRecorder, make_strategy
     from server.study_config import load_study_config
     from shared_models.cardiacnets import build_model
-    from shared_models.checkpoint import save_checkpoint
+    from shared_models.checkpoint import load_checkpoint, save_checkpoint
 
     run_config = context.run_config
     study = load_study_config(str(run_config["study-config"]))
@@ -54,8 +55,16 @@ def main(grid: Grid, context: Context) -> None:
         return str(path)
 
     recorder.on_round_end = on_round_end
+    resume = str(run_config.get("resume", "false")).lower() == "true"
     try:
         for plan in study.phases:
+            finished = out / f"{plan.name}.pt"
+            if resume and finished.is_file():
+                model, meta = load_checkpoint(finished)
+                state = {k: v.numpy() for k, v in model.state_dict().items()}
+                db.upsert_round(study_id, plan.name, plan.rounds, started=time.time(), seconds=0.0,
+                                participants={"resumed_from": str(finished)}, checkpoint=str(finished))
+                continue
             strategy = make_strategy(plan, recorder, state)
             legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
             phase_workflow(study.secagg)(grid, legacy)

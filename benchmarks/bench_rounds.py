@@ -1,0 +1,127 @@
+"""Round time of the real deployment (SuperLink + one SuperNode per site, TLS + site authentication, on
+loopback): plain FedAvg rounds vs SecAgg+ rounds, for 3 and 5 sites, in one run; with the slowest site's
+local compute per round and the peak memory of all study processes together.
+
+    .venv/bin/python benchmarks/bench_rounds.py [--sites 3 5] [--rounds 3] [--preset small]
+
+Each configuration is a one-phase study (linear-probe fine-tuning without DP: sub-second local compute) on a
+small synthetic cohort written for the benchmark. Round time = configure_fit -> aggregated (run database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+def study_toml(path: Path, sites: list[Path], secagg: bool, rounds: int, preset: str) -> None:
+    site_list = ", ".join(f'"{s}"' for s in sites)
+    path.write_text(f"""[study]
+name = "bench-{'secagg' if secagg else 'plain'}-{len(sites)}"
+preset = "{preset}"
+sites = [{site_list}]
+dp = false
+
+[secagg]
+enabled = {str(secagg).lower()}
+timeout_s = 120
+
+[[phase]]
+name = "finetune"
+rounds = {rounds}
+local_epochs = 1
+finetune_mode = "linear"
+min_sites = {len(sites)}
+""")
+
+
+def run_config(work: Path, study: Path) -> dict:
+    import sqlite3
+
+    peak = [0]
+    process = subprocess.Popen([str(REPO / ".venv/bin/cardiacfl"), "study", "run", "--study", str(study), "--work", str(work)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sample() -> None:
+        while process.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    process.wait()
+    sampler.join()
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"study {study} failed; logs in {work / 'logs'}")
+    db = sqlite3.connect(work / "study.db")
+    rounds = [r[0] for r in db.execute("select seconds from rounds order by server_round")]
+    compute = {}
+    for server_round, seconds in db.execute("select server_round, json_extract(metrics, '$.seconds') from site_metrics where kind='fit'"):
+        compute[server_round] = max(compute.get(server_round, 0.0), seconds or 0.0)
+    return {"round_s": rounds, "slowest_compute_s": [compute.get(i + 1, 0.0) for i in range(len(rounds))],
+            "peak_rss_gib": peak[0] / 2 ** 30, "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, nargs="+", default=[3, 5])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--preset", default="small")
+    args = parser.parse_args()
+    from synthetic.cohort import generate_cohort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        configs = generate_cohort(tmp / "cohort", n_sites=max(args.sites), subjects=24, seed=5)
+        for config in configs:
+            subprocess.run([str(REPO / ".venv/bin/cardiacfl"), "data", "check", "--site-config", str(config)],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"{'sites':>5} {'mode':>7} {'round s (each)':>24} {'mean':>6} {'slowest compute':>16} {'peak GiB':>9}")
+        results = {}
+        for n in args.sites:
+            for secagg in (False, True):
+                study = tmp / f"study-{n}-{secagg}.toml"
+                study_toml(study, configs[:n], secagg, args.rounds, args.preset)
+                r = run_config(tmp / f"work-{n}-{secagg}", study)
+                results[(n, secagg)] = r
+                rounds = r["round_s"][1:] or r["round_s"]  # the first round also pays for start-up
+                mean = sum(rounds) / len(rounds)
+                print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
+                      f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
+            plain = results[(n, False)]["round_s"][1:] or results[(n, False)]["round_s"]
+            secure = results[(n, True)]["round_s"][1:] or results[(n, True)]["round_s"]
+            print(f"{n} sites: SecAgg+ / plain round time = {(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
