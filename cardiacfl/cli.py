@@ -240,5 +240,26 @@ def study_run(
     print_summary(paths.db)
 
 
+@app.command()
+def dashboard(
+    db: str = typer.Option("runs/demo-study/study.db", help="Run database: a SQLite file or an SQLAlchemy URL."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; use a TLS reverse proxy beyond it)."),
+    port: int = typer.Option(8501),
+) -> None:
+    """Start the Streamlit study dashboard (study leads sign in with the configured password)."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, CARDIACFL_RUN_DB=db if "://" in db else str(Path(db).resolve()))
+    if not env.get("CARDIACFL_DASHBOARD_PASSWORD"):
+        console.print("[yellow]note:[/yellow] set CARDIACFL_DASHBOARD_PASSWORD (or [dashboard] password in Streamlit secrets); "
+                      "the dashboard shows no study data without it")
+    app_path = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    console.print(f"dashboard on http://{host}:{port} reading {db}")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
+                                      "--server.port", str(port), "--server.headless", "true",
+                                      "--browser.gatherUsageStats", "false"], env=env))
+
+
 if __name__ == "__main__":
     app()

@@ -5,15 +5,13 @@ for the dashboard's gallery. No site data is involved."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 
 from client.site_config import load_site_config
 from client.site_data import prepare_site
 from client.site_dataset import SiteDataset
-from server.run_db import RunDatabase
+from server.run_db import RunDatabase, npy_bytes
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
 
@@ -28,16 +26,6 @@ def load_panel(site_config: str, size: int) -> list[tuple[str, dict]]:
         if len(items) >= size:
             break
     return items
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float32))
-    return buffer.getvalue()
-
-
-def npy_array(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data))
 
 
 def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,

@@ -5,10 +5,12 @@ generated clips from the lab's reference panel; never patient data.
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import Any
 
+import numpy as np
 from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -121,6 +123,14 @@ class RunDatabase:
                              examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
                              epsilon=metrics.get("epsilon"), metrics=_json_safe(metrics)))
 
+    def add_site_metrics_many(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
+        """Many (phase, round, kind, site, metrics) rows in one transaction (bulk seeding, imports)."""
+        with self.session.begin() as s:
+            s.add_all([SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
+                                  examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
+                                  epsilon=metrics.get("epsilon"), metrics=_json_safe(metrics))
+                       for phase, server_round, kind, site, metrics in rows])
+
     def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
         with self.session.begin() as s:
             s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
@@ -140,3 +150,14 @@ def _json_safe(values: dict) -> dict:
         else:
             out[key] = value
     return out
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """Arrays stored in the database as .npy bytes (float32)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=np.float32))
+    return buffer.getvalue()
+
+
+def npy_array(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

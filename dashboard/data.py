@@ -1,0 +1,113 @@
+"""Read-only queries of the run database for the dashboard: small pandas frames, cached by Streamlit.
+Each page asks only for what it shows (one study, one kind of metric, generation thumbnails without the
+other blobs)."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from server.run_db import SCHEMA_VERSION, Generation, Round, SiteMetric, Study, npy_array
+
+DB_ENV = "CARDIACFL_RUN_DB"
+TTL = 5  # seconds: pages refresh while a study runs
+
+
+class DashboardDataError(RuntimeError):
+    """A database the dashboard cannot show; the message says what to do."""
+
+
+def db_url() -> str:
+    url = os.environ.get(DB_ENV, "")
+    if not url:
+        raise DashboardDataError(f"No run database given: start with `cardiacfl dashboard --db URL` (or set {DB_ENV}).")
+    if "://" not in url:
+        if not os.path.isfile(url):
+            raise DashboardDataError(f"Run database {url} not found. Run a study first (scripts/run_study.sh) or check the path.")
+        url = f"sqlite:///{url}"
+    return url
+
+
+@st.cache_resource
+def engine(url: str) -> Engine:
+    return create_engine(url)
+
+
+def check_schema(url: str) -> None:
+    eng = engine(url)
+    tables = set(inspect(eng).get_table_names())
+    if not tables:
+        raise DashboardDataError("The run database is empty: no study has been recorded yet.")
+    if "schema_info" not in tables:
+        raise DashboardDataError("This run database has an older schema (no schema_info table); open it with the "
+                                 "version of cardiacfl that wrote it.")
+    with eng.connect() as c:
+        versions = [v for (v,) in c.execute(text("select version from schema_info"))]
+    if SCHEMA_VERSION not in versions:
+        raise DashboardDataError(f"This run database has schema version {versions}, this dashboard reads version "
+                                 f"{SCHEMA_VERSION}.")
+
+
+@st.cache_data(ttl=TTL)
+def studies(url: str) -> pd.DataFrame:
+    with Session(engine(url)) as s:
+        rows = s.scalars(select(Study).order_by(Study.id.desc())).all()
+        return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status,
+                              "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
+                              "started": pd.to_datetime(r.started, unit="s"),
+                              "phases": [p["name"] for p in r.config.get("phases", [])]} for r in rows])
+
+
+@st.cache_data(ttl=TTL)
+def rounds(url: str, study_id: int) -> pd.DataFrame:
+    with Session(engine(url)) as s:
+        rows = s.scalars(select(Round).filter_by(study_id=study_id).order_by(Round.id)).all()
+        frame = pd.DataFrame([{"phase": r.phase, "round": r.server_round, "started": pd.to_datetime(r.started, unit="s"),
+                               "seconds": r.seconds, "trained": ", ".join(r.participants.get("trained", [])),
+                               "declined": "; ".join(f"{k}: {v}" for k, v in r.participants.get("declined", {}).items()),
+                               "failed": r.participants.get("failed", 0), "model_hash": r.model_hash,
+                               "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
+                              for r in rows])
+    if not frame.empty:
+        frame.insert(0, "step", range(1, len(frame) + 1))  # rounds counted across phases
+    return frame
+
+
+@st.cache_data(ttl=TTL)
+def site_metrics(url: str, study_id: int, kind: str, keys: tuple[str, ...]) -> pd.DataFrame:
+    """One row per (site, phase, round) with the requested metric keys as columns."""
+    with Session(engine(url)) as s:
+        rows = s.execute(select(SiteMetric.site, SiteMetric.phase, SiteMetric.server_round, SiteMetric.examples,
+                                SiteMetric.epsilon, SiteMetric.metrics, SiteMetric.time)
+                         .filter_by(study_id=study_id, kind=kind).order_by(SiteMetric.id)).all()
+    return pd.DataFrame([{"site": r.site, "phase": r.phase, "round": r.server_round, "examples": r.examples,
+                          "epsilon": r.epsilon, "time": pd.to_datetime(r.time, unit="s"),
+                          **{k: r.metrics.get(k) for k in keys}} for r in rows])
+
+
+@st.cache_data(ttl=TTL)
+def metric_names(url: str, study_id: int, kind: str) -> list[str]:
+    with Session(engine(url)) as s:
+        sample = s.scalars(select(SiteMetric.metrics).filter_by(study_id=study_id, kind=kind).order_by(SiteMetric.id.desc()).limit(50)).all()
+    names = {k for m in sample for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(names - {"round", "declined"})
+
+
+@st.cache_data(ttl=TTL)
+def generations(url: str, study_id: int) -> pd.DataFrame:
+    with Session(engine(url)) as s:
+        rows = s.execute(select(Generation.id, Generation.phase, Generation.server_round, Generation.reference,
+                                Generation.ssim, Generation.psnr).filter_by(study_id=study_id).order_by(Generation.id)).all()
+    return pd.DataFrame([dict(r._mapping) for r in rows])
+
+
+@st.cache_data(ttl=600)
+def generation_arrays(url: str, generation_id: int) -> dict:
+    with Session(engine(url)) as s:
+        g = s.get(Generation, generation_id)
+        return {"ecg": npy_array(g.ecg), "generated": npy_array(g.generated), "real": npy_array(g.real) if g.real else None}

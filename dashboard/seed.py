@@ -1,0 +1,54 @@
+"""A seeded study written with the project's own run-database writer: for tests, the browser check and the
+page-speed measurement (e.g. 1,000 rounds x 10 sites)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.run_db import RunDatabase, npy_bytes
+
+
+def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool = True, seed: int = 0) -> int:
+    rng = np.random.default_rng(seed)
+    db = RunDatabase(url)
+    phases = ["pretrain", "generator", "finetune"]
+    per_phase = [rounds // 3 + (1 if i < rounds % 3 else 0) for i in range(3)]
+    study_id = db.start_study("seeded", "small", {"phases": [{"name": p, "rounds": n} for p, n in zip(phases, per_phase)]},
+                              total_rounds=rounds)
+    names = [f"hospital-{i:02d}" for i in range(sites)]
+    budgets = {s: float(6 + 2 * (i % 3)) for i, s in enumerate(names)}
+    epsilon = dict.fromkeys(names, 0.0)
+    step, rows, t0 = 0, [], 1.79e9
+    for phase, count in zip(phases, per_phase):
+        for r in range(1, count + 1):
+            step += 1
+            trained, declined = [], {}
+            for s in names:
+                over = epsilon[s] + budgets[s] / (rounds + 2) > budgets[s]
+                if over:
+                    declined[s] = f"round would spend ε past this site's budget ε={budgets[s]:g}"
+                else:
+                    epsilon[s] += budgets[s] / (rounds + 2)
+                    trained.append(s)
+                rows.append((phase, r, "fit", s, {"site": s, "examples": 0 if over else 100, "declined": int(over),
+                                                  "reason": declined.get(s, ""), "epsilon": epsilon[s], "target_epsilon": budgets[s],
+                                                  "delta": 1e-5, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
+                                                  "loss": float(1 / step + rng.random() * 0.05), "seconds": 5.0}))
+                rows.append((phase, r, "evaluate", s, {"site": s, "num-examples": 30, "loss": float(1 / step + rng.random() * 0.1),
+                                                       "mean_auroc": float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
+                                                       "mean_r2": float(0.4 * step / rounds - 0.1), "epsilon": epsilon[s]}))
+            db.upsert_round(study_id, phase, r, started=t0 + step * 10, seconds=9.0 + rng.random(),
+                            participants={"trained": trained, "declined": declined, "failed": 0},
+                            global_metrics={"loss": 1 / step, "mean_auroc": 0.5 + 0.3 * step / rounds, "mean_r2": 0.4 * step / rounds - 0.1},
+                            model_hash=f"{step:016x}", checkpoint=f"checkpoints/{phase}_round{r}.pt")
+            if generations and phase == "generator":
+                for ref in ("ref-1", "ref-2"):
+                    real = rng.random((16, 64, 64)).astype(np.float32)
+                    db.add_generation(study_id, phase, r, ref, ecg=npy_bytes(rng.standard_normal((12, 5000))),
+                                      generated=npy_bytes(real * 0.8), real=npy_bytes(real), ssim=0.5, psnr=15.0)
+            if len(rows) > 5000:
+                db.add_site_metrics_many(study_id, rows)
+                rows = []
+    db.add_site_metrics_many(study_id, rows)
+    db.update_study(study_id, status="finished", current_phase="finetune", current_round=per_phase[-1], finished=t0 + step * 10)
+    return study_id

@@ -1,0 +1,49 @@
+"""Study overview: phase and round with progress, global validation curves, wall time per round, one line per site."""
+
+import altair as alt
+import streamlit as st
+
+from dashboard import data
+
+url, study_id = st.session_state.db_url, st.session_state.study_id
+
+
+@st.fragment(run_every="5s")
+def live() -> None:
+    study = data.studies(url).set_index("id").loc[study_id]
+    rounds = data.rounds(url, study_id)
+    st.title(f"Study {study['name']}")
+    done = len(rounds[rounds["seconds"].notna()]) if not rounds.empty else 0
+    total = max(int(study["total_rounds"]), 1)
+    st.progress(min(done / total, 1.0), text=f"{study['status']}: phase {study['phase'] or '-'}, round {study['round']} "
+                                              f"({done} of {total} rounds done; phases {' → '.join(study['phases'])})")
+    if rounds.empty:
+        st.info("No round has finished yet.")
+        return
+    metrics = [c for c in rounds.columns if c.startswith("global/")]
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Global validation metrics")
+        chosen = [m for m in ("global/loss", "global/mean_auroc", "global/mean_r2") if m in metrics]
+        long = rounds.melt(id_vars=["step", "phase", "round"], value_vars=chosen, var_name="metric").dropna()
+        st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
+            x=alt.X("step:Q", title="round (all phases)"), y="value:Q", color="metric:N",
+            tooltip=["phase", "round", "metric", "value"]).properties(height=280), use_container_width=True)
+    with right:
+        st.subheader("Wall time per round")
+        st.altair_chart(alt.Chart(rounds.dropna(subset=["seconds"])).mark_bar().encode(
+            x=alt.X("step:Q", title="round (all phases)"), y=alt.Y("seconds:Q", title="seconds"), color="phase:N",
+            tooltip=["phase", "round", "seconds"]).properties(height=280), use_container_width=True)
+    st.subheader("Sites")
+    fits = data.site_metrics(url, study_id, "fit", ("declined", "reason", "loss"))
+    if fits.empty:
+        st.info("No site has reported yet.")
+        return
+    last = fits.sort_values("time").groupby("site").tail(1)
+    for row in last.itertuples():
+        state = "declined: " + str(row.reason) if row.declined else ("trained" if row.examples else str(row.reason or "idle"))
+        eps = f", ε {row.epsilon:.2f}" if row.epsilon == row.epsilon and row.epsilon is not None else ""
+        st.markdown(f"**{row.site}** — {row.phase} round {row.round}: {state}{eps} (last seen {row.time:%H:%M:%S})")
+
+
+live()

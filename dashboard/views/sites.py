@@ -1,0 +1,43 @@
+"""Per-site metric curves (one metric, sites overlaid), samples contributed, declined rounds, and the
+cross-site evaluation matrix of the final global model."""
+
+import altair as alt
+import streamlit as st
+
+from dashboard import data
+
+url, study_id = st.session_state.db_url, st.session_state.study_id
+st.title("Sites")
+names = data.metric_names(url, study_id, "evaluate")
+if not names:
+    st.info("No site has evaluated a round yet.")
+    st.stop()
+default = names.index("loss") if "loss" in names else 0
+metric = st.selectbox("Validation metric", names, index=default)
+frame = data.site_metrics(url, study_id, "evaluate", (metric,)).dropna(subset=[metric])
+frame["label"] = frame["phase"] + " " + frame["round"].astype(str)
+frame["step"] = frame.groupby("site").cumcount() + 1
+st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
+    x=alt.X("step:Q", title="round (all phases)"), y=alt.Y(f"{metric}:Q", title=metric), color="site:N",
+    tooltip=["site", "label", metric]).properties(height=320), use_container_width=True)
+
+fits = data.site_metrics(url, study_id, "fit", ("declined", "reason", "steps", "seconds"))
+if not fits.empty:
+    st.subheader("Contribution")
+    summary = fits.groupby("site").agg(samples_last_round=("examples", "last"), rounds_trained=("examples", lambda e: int((e > 0).sum())),
+                                       rounds_declined=("declined", lambda d: int((d.fillna(0) > 0).sum())),
+                                       last_seen=("time", "max")).reset_index()
+    st.dataframe(summary, hide_index=True, use_container_width=True)
+    declined = fits[fits["declined"].fillna(0) > 0][["site", "phase", "round", "reason"]]
+    if not declined.empty:
+        st.subheader("Declined rounds")
+        st.dataframe(declined, hide_index=True, use_container_width=True)
+
+st.subheader("Cross-site evaluation (final global model)")
+last_phase = frame["phase"].iloc[-1]
+final = frame[frame["phase"] == last_phase].sort_values("round").groupby("site").tail(1)
+matrix = final.assign(model="global")[["model", "site", metric]]
+st.altair_chart(alt.Chart(matrix).mark_rect().encode(
+    x=alt.X("site:N", title="site whose validation data is scored"), y=alt.Y("model:N"),
+    color=alt.Color(f"{metric}:Q"), tooltip=["model", "site", metric]).properties(height=120), use_container_width=True)
+st.caption("Local (per-site) models are not kept, so only the global model's row exists.")
