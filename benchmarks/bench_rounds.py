@@ -85,11 +85,18 @@ def run_config(work: Path, study: Path) -> dict:
         raise RuntimeError(f"study {study} failed; logs in {work / 'logs'}")
     db = sqlite3.connect(work / "study.db")
     rounds = [r[0] for r in db.execute("select seconds from rounds order by server_round")]
-    compute = {}
-    for server_round, seconds in db.execute("select server_round, json_extract(metrics, '$.seconds') from site_metrics where kind='fit'"):
+    compute, startup, imports, prepare = {}, [], [], []
+    for server_round, seconds, start_s, import_s, prep_s in db.execute(
+            "select server_round, json_extract(metrics, '$.seconds'), json_extract(metrics, '$.startup_s'), "
+            "json_extract(metrics, '$.import_s'), json_extract(metrics, '$.prepare_s') from site_metrics where kind='fit'"):
         compute[server_round] = max(compute.get(server_round, 0.0), seconds or 0.0)
+        startup.append(start_s or 0.0)
+        imports.append(import_s or 0.0)
+        prepare.append(prep_s or 0.0)
     return {"round_s": rounds, "slowest_compute_s": [compute.get(i + 1, 0.0) for i in range(len(rounds))],
-            "peak_rss_gib": peak[0] / 2 ** 30, "wall_s": wall}
+            "peak_rss_gib": peak[0] / 2 ** 30, "wall_s": wall,
+            "startup_s": sum(startup) / max(len(startup), 1), "import_s": sum(imports) / max(len(imports), 1),
+            "prepare_s": sum(prepare) / max(len(prepare), 1)}
 
 
 def main() -> None:
@@ -118,6 +125,9 @@ def main() -> None:
                 mean = sum(rounds) / len(rounds)
                 print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
                       f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
+                print(f"      in the training message, per site (mean): process start -> handler {r['startup_s']:.1f} s, "
+                      f"torch + model code imports {r['import_s']:.1f} s, site data + model {r['prepare_s']:.1f} s; the rest of a round is Flower's message "
+                      f"routing and its two hard-coded 3 s polls (SuperNode pull, ServerApp grid pull)", flush=True)
             plain = results[(n, False)]["round_s"][1:] or results[(n, False)]["round_s"]
             secure = results[(n, True)]["round_s"][1:] or results[(n, True)]["round_s"]
             print(f"{n} sites: SecAgg+ / plain round time = {(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}")

@@ -13,15 +13,32 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
 
+def _seconds_since_process_start() -> float:
+    """Time this ClientApp process has lived (Linux): start-up cost that Flower's per-message process adds."""
+    import os
+    import time
+
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, StopIteration):
+        return float("nan")
+
+
 class SiteClient(NumPyClient):
     def __init__(self, site_config: str):
         self.site_config = site_config
 
     def fit(self, parameters, config):
-        from client.site_round import RoundConfig, train_round
+        startup = _seconds_since_process_start()
+        from client.site_round import RoundConfig, train_round  # torch and the model code
 
+        imports = _seconds_since_process_start() - startup
         rc = RoundConfig.from_record(dict(config))
         arrays, metrics = train_round(self.site_config, _state(rc.preset, parameters), rc)
+        metrics["startup_s"] = startup  # process start -> handler (interpreter, Flower, message decoding)
+        metrics["import_s"] = imports
         return arrays, 1, metrics  # weight 1: the arrays carry their own per-part example weights
 
     def evaluate(self, parameters, config):

@@ -6,6 +6,7 @@ model arrays and aggregate metrics. `client/client_app.py` converts Flower messa
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -108,6 +109,7 @@ def ledger_for(config: SiteConfig) -> PrivacyLedger:
 
 def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
     """-> (encoded arrays for part-weighted averaging, aggregate metrics)."""
+    started = time.perf_counter()
     config, site = _site(str(site_config))
     metrics: dict = {"site": config.site_id, "phase": rc.phase, "round": rc.server_round, "declined": 0, "reason": ""}
     data = phase_dataset(site, rc.phase)
@@ -137,6 +139,7 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
         metrics.update(examples=0, reason=f"nothing to train in {rc.phase} at this site")
         return encode_update(global_state, {}, rc.max_site_examples), metrics
     loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
+    metrics["prepare_s"] = time.perf_counter() - started  # site data, model and DP set-up
     result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
     if privatizer is not None:
         privatizer.close()

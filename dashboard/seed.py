@@ -18,17 +18,19 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
     names = [f"hospital-{i:02d}" for i in range(sites)]
     budgets = {s: float(6 + 2 * (i % 3)) for i, s in enumerate(names)}
     epsilon = dict.fromkeys(names, 0.0)
+    # per-round spend: the first site ends at 80 % of its budget, later ones higher, some run out and decline
+    spend = {s: budgets[s] * (0.8 + 0.15 * (i % 3)) / rounds for i, s in enumerate(names)}
     step, rows, t0 = 0, [], 1.79e9
     for phase, count in zip(phases, per_phase):
         for r in range(1, count + 1):
             step += 1
             trained, declined = [], {}
             for s in names:
-                over = epsilon[s] + budgets[s] / (rounds + 2) > budgets[s]
+                over = epsilon[s] + spend[s] > budgets[s]
                 if over:
                     declined[s] = f"round would spend ε past this site's budget ε={budgets[s]:g}"
                 else:
-                    epsilon[s] += budgets[s] / (rounds + 2)
+                    epsilon[s] += spend[s]
                     trained.append(s)
                 rows.append((phase, r, "fit", s, {"site": s, "examples": 0 if over else 100, "declined": int(over),
                                                   "reason": declined.get(s, ""), "epsilon": epsilon[s], "target_epsilon": budgets[s],

@@ -2,13 +2,14 @@
 plus the sign-in gate and the empty/broken states."""
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.seed import seed_study
 
-APP = "dashboard/app.py"
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/sites.py", "views/privacy.py", "views/generations.py", "views/audit.py"]
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from shared_models.weighted_parts import decode_aggregate, encode_update
 
 ALLOWED_METRICS = {"site", "phase", "round", "declined", "reason", "noise_multiplier", "max_grad_norm", "delta",
-                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds"}
+                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds", "startup_s", "import_s", "prepare_s"}
 
 
 def test_part_weighted_average_counts_only_sites_that_trained_a_part():
