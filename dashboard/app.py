@@ -21,6 +21,8 @@ VIEWS = Path(__file__).parent / "views"
 
 def main() -> None:
     if not auth.signed_in():
+        # Every run goes through st.navigation, also before sign-in (the browser waits for a page list otherwise).
+        st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon="🔑")]).run()
         return
     try:
         url = data.db_url()

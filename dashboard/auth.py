@@ -28,18 +28,24 @@ def _matches(candidate: str, secret: str) -> bool:
 
 
 def signed_in() -> bool:
-    """True once the study lead has presented the credential in this session."""
+    """True once the study lead has presented the credential in this session (form or `?token=`)."""
     if st.session_state.get("signed_in"):
         return True
+    secret = configured_secret()
+    token = st.query_params.get("token")
+    if secret is not None and token and _matches(token, secret):
+        st.session_state.signed_in = True
+        return True
+    return False
+
+
+def sign_in_page() -> None:
+    """The only page shown before sign-in."""
     secret = configured_secret()
     if secret is None:
         st.error(f"The dashboard has no credential configured: set {PASSWORD_ENV} or `[dashboard] password` in "
                  "Streamlit secrets. No study data is shown without one.")
-        return False
-    token = st.query_params.get("token")
-    if token and _matches(token, secret):
-        st.session_state.signed_in = True
-        return True
+        return
     with st.form("sign-in"):
         st.subheader("Sign in")
         password = st.text_input("Study password", type="password")
@@ -48,4 +54,3 @@ def signed_in() -> bool:
                 st.session_state.signed_in = True
                 st.rerun()
             st.error("Wrong password.")
-    return False

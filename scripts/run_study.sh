@@ -19,3 +19,6 @@ for config in site_configs/*.toml; do
 done
 .venv/bin/cardiacfl study run --study studies/demo.toml --work "${WORK:-runs/demo-study}" \
   --reference-panel "$PANEL/site_configs/hospital-a.toml"
+echo
+echo "Dashboard for this study (set your own password):"
+echo "  CARDIACFL_DASHBOARD_PASSWORD=choose-one .venv/bin/cardiacfl dashboard --db ${WORK:-runs/demo-study}/study.db"

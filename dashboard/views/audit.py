@@ -6,6 +6,7 @@ from dashboard import data
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Audit")
+st.caption("Audit rounds: participants, declined and failed sites, the global model's hash and checkpoint per round.")
 rounds = data.rounds(url, study_id)
 if rounds.empty:
     st.info("No rounds recorded yet.")

@@ -3,15 +3,14 @@ with a round slider, the clip as an animation and as frames, and SSIM/PSNR where
 
 import io
 
-import matplotlib
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from dashboard import data  # noqa: E402
-from shared_models.cine_media import filmstrip, to_images  # noqa: E402
-from shared_models.targets import LEADS  # noqa: E402
+from dashboard import data
+from shared_models.cine_media import filmstrip, to_images
+from shared_models.targets import LEADS
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Generations")
@@ -26,19 +25,8 @@ reference = st.selectbox("Reference subject", sorted(gens["reference"].unique())
 row = gens[(gens["label"] == label) & (gens["reference"] == reference)].iloc[0]
 arrays = data.generation_arrays(url, int(row["id"]))
 
-left, right = st.columns([3, 2])
+left, right = st.columns([2, 3])
 with left:
-    st.subheader("Reference ECG")
-    ecg = arrays["ecg"]
-    fig, axes = plt.subplots(6, 2, figsize=(8, 6), sharex=True)
-    for i, ax in enumerate(axes.T.flat):
-        ax.plot(ecg[i][: ecg.shape[1] // 4], lw=0.7, color="black")
-        ax.set_ylabel(LEADS[i], rotation=0, labelpad=14, fontsize=8)
-        ax.set_yticks([])
-    fig.tight_layout()
-    st.pyplot(fig)
-    plt.close(fig)
-with right:
     st.subheader("Generated CMR")
     frames = to_images(arrays["generated"], scale=3)
     buffer = io.BytesIO()
@@ -47,6 +35,16 @@ with right:
     if row["ssim"] == row["ssim"] and row["ssim"] is not None:
         st.metric("SSIM vs real", f"{row['ssim']:.3f}")
         st.metric("PSNR vs real", f"{row['psnr']:.1f} dB")
+with right:
+    st.subheader("Reference ECG")
+    ecg = arrays["ecg"][:, : arrays["ecg"].shape[1] // 4]  # first 2.5 s of the 10 s window
+    strips = pd.DataFrame({"sample": np.tile(np.arange(ecg.shape[1]), len(LEADS)),
+                           "lead": np.repeat(LEADS, ecg.shape[1]),
+                           "mV": (ecg - 3.0 * np.arange(len(LEADS))[:, None]).ravel()})  # one strip per lead
+    st.altair_chart(alt.Chart(strips).mark_line(strokeWidth=0.8).encode(
+        x=alt.X("sample:Q", title="sample (500 Hz)"), y=alt.Y("mV:Q", title="leads, 3 mV apart", axis=alt.Axis(labels=False)),
+        color=alt.Color("lead:N", sort=list(LEADS), legend=alt.Legend(columns=2))).properties(height=460),
+        use_container_width=True)
 st.subheader("Frames")
 clips = [arrays["generated"]] + ([arrays["real"]] if arrays["real"] is not None else [])
 st.image(filmstrip(clips, every=2, scale=2), caption="generated (top)" + (" and real (bottom)" if len(clips) > 1 else ""))
