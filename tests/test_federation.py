@@ -81,3 +81,37 @@ def test_study_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(StudyConfigError, match=r"s.toml: phase\[0\].strategy"):
         load_study_config(path)
     assert load_study_config("studies/demo.toml").plan_text == "pretrain:2:2,generator:2:2,finetune:2:2"
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi"])
+def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(tmp_path, name):
+    from types import SimpleNamespace
+
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+    from server.run_db import Round, RunDatabase, SiteMetric
+    from server.strategy import StudyRecorder, make_strategy
+    from server.study_config import PhasePlan, load_study_config
+
+    db = RunDatabase(str(tmp_path / "run.db"))
+    study = load_study_config("studies/demo.toml")
+    recorder = StudyRecorder(db, db.start_study("t", "tiny", {}, total_rounds=1), study)
+    previous = {"ecg_encoder.w": np.zeros(4, np.float32), "generator.w": np.ones(2, np.float32)}
+    strategy = make_strategy(PhasePlan(name="pretrain", strategy=name, proximal_mu=0.1, server_lr=0.1), recorder, previous)
+    updates = [({"ecg_encoder.w": np.full(4, 1.0), "generator.w": np.ones(2)}, {"ecg_encoder": 100}, "hospital-a"),
+               ({"ecg_encoder.w": np.full(4, 3.0), "generator.w": np.ones(2)}, {"ecg_encoder": 300}, "hospital-c")]
+    results = [(SimpleNamespace(node_id=i), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(encode_update(s, n, 1000)), 1,
+                                                   {"site": site, "examples": sum(n.values()), "epsilon": 1.0}))
+               for i, (s, n, site) in enumerate(updates)]
+    strategy.round_started[1] = 0.0
+    strategy.aggregate_fit(1, results, [])
+    new = strategy.global_state
+    assert np.array_equal(new["generator.w"], previous["generator.w"])  # no site trained the generator
+    moved = new["ecg_encoder.w"]
+    if name in ("fedavg", "fedprox"):
+        assert np.allclose(moved, 2.5)  # (100 x 1 + 300 x 3) / 400
+    else:
+        assert (moved > 0).all() and (moved < 2.5).all()  # a server-optimizer step towards the average
+    with db.session() as s:
+        assert s.query(SiteMetric).count() == 2
+        assert s.query(Round).one().participants["trained"] == ["hospital-a", "hospital-c"]
