@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"))
     parser.add_argument("--preset", default="small")
     parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
     parser.add_argument("--finetune-epochs", type=int, default=20)
     parser.add_argument("--generator-epochs", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
@@ -46,7 +47,7 @@ def main() -> None:
         encoders[name] = out / "pretrain.pt"
         if args.reuse_pretrained and encoders[name].is_file():
             continue
-        train_central(args.data, out, phases=["pretrain"], epochs={"pretrain": args.pretrain_epochs},
+        train_central(args.data, out, phases=["pretrain"], epochs={"pretrain": args.pretrain_epochs}, lr=args.pretrain_lr,
                       alignment_weight=alignment_weight, **common)
         print(f"pretrained {name} in {time.perf_counter() - start:.0f} s", flush=True)
 
