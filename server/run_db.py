@@ -40,13 +40,18 @@ class Study(Base):
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
-class Round(Base):
-    __tablename__ = "rounds"
-    __table_args__ = (UniqueConstraint("study_id", "phase", "server_round"),)
+class _PerRound:
+    """The columns every per-round record shares."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     phase: Mapped[str] = mapped_column(String(20))
     server_round: Mapped[int]
+
+
+class Round(_PerRound, Base):
+    __tablename__ = "rounds"
+    __table_args__ = (UniqueConstraint("study_id", "phase", "server_round"),)
     started: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     participants: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"trained": [...], "declined": {...}, "failed": n}
@@ -55,12 +60,8 @@ class Round(Base):
     checkpoint: Mapped[str] = mapped_column(String(500), default="")
 
 
-class SiteMetric(Base):
+class SiteMetric(_PerRound, Base):
     __tablename__ = "site_metrics"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    phase: Mapped[str] = mapped_column(String(20))
-    server_round: Mapped[int]
     site: Mapped[str] = mapped_column(String(100), index=True)
     kind: Mapped[str] = mapped_column(String(10))  # fit | evaluate
     examples: Mapped[int] = mapped_column(default=0)
@@ -69,12 +70,8 @@ class SiteMetric(Base):
     time: Mapped[float] = mapped_column(Float, default=time.time)
 
 
-class Generation(Base):
+class Generation(_PerRound, Base):
     __tablename__ = "generations"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    phase: Mapped[str] = mapped_column(String(20))
-    server_round: Mapped[int]
     reference: Mapped[str] = mapped_column(String(100))  # reference-panel id (lab-held, not patient data)
     ecg: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (12, T) npy bytes
     generated: Mapped[bytes] = mapped_column(LargeBinary)  # float32 (F, H, W) npy bytes
