@@ -103,7 +103,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     cache_dir = data_root / check.value(site, "site.cache_dir", str, default=".cache")
     modalities = tuple(check.value(site, "site.modalities", list, default=["ecg", "cmr"]))
     if "ecg" not in modalities or not set(modalities) <= set(MODALITIES):
-        check.fail("site.modalities", f"a list containing 'ecg' and optionally 'cmr'", modalities)
+        check.fail("site.modalities", "a list containing 'ecg' and optionally 'cmr'", modalities)
 
     ecg = check.section(raw, "ecg", EcgSettings)
     cmr = check.section(raw, "cmr", CmrSettings)
@@ -184,7 +184,7 @@ class _Checker:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if kind in (int, float) and isinstance(value, bool):
-            self.fail(dotted, f"a number", value)
+            self.fail(dotted, "a number", value)
         if kind is tuple or kind is list:
             if not isinstance(value, list):
                 self.fail(dotted, "a list", value)

@@ -5,7 +5,6 @@ for the dashboard's gallery. No site data is involved."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from client.site_config import load_site_config

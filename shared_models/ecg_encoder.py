@@ -9,7 +9,6 @@ compute per-sample gradients (a raw nn.Parameter would break its "ew" mode).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from shared_models.config import EcgEncoderConfig
@@ -103,7 +102,6 @@ def masked_ecg_loss(encoder: EcgEncoder, decoder: MaskedDecoder, batch: dict, ge
     cfg = encoder.cfg
     keep = choose_visible(batch["lead_mask"], cfg, generator)
     tokens = encoder(batch["ecg"], batch["lead_mask"], batch.get("demographics"), batch.get("demographics_mask"), keep=keep)
-    n_tokens = cfg.n_leads * cfg.patches_per_lead
     prediction = decoder(tokens[:, encoder.n_prefix:], keep)
     hidden = batch["lead_mask"].repeat_interleave(cfg.patches_per_lead, dim=1).clone()
     hidden.scatter_(1, keep, False)

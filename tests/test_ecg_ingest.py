@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from scipy import signal
 
 from client.ecg_ingest import EcgError, read_ecg, remove_baseline_wander, resample
 from client.site_config import EcgSettings

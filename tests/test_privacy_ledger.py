@@ -3,7 +3,6 @@ independent RDP computation reproduces, declines past the budget, atomic persist
 
 import json
 
-import numpy as np
 import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
@@ -66,7 +65,6 @@ def test_ledger_refuses_another_site_and_a_shrinking_history(tmp_path):
 
 def test_planned_sample_rate_and_steps_are_what_opacus_uses(tiny_cohort_template):
     """The ledger's budget check must use the sample rate and step count Opacus will actually account."""
-    import torch
     from torch.utils.data import DataLoader
 
     from client.privacy import OpacusPrivatizer
