@@ -70,7 +70,8 @@ def rounds(url: str, study_id: int) -> pd.DataFrame:
         frame = pd.DataFrame([{"phase": r.phase, "round": r.server_round, "started": pd.to_datetime(r.started, unit="s"),
                                "seconds": r.seconds, "trained": ", ".join(r.participants.get("trained", [])),
                                "declined": "; ".join(f"{k}: {v}" for k, v in r.participants.get("declined", {}).items()),
-                               "failed": r.participants.get("failed", 0), "model_hash": r.model_hash,
+                               "failed": r.participants.get("failed", 0), "outcome": r.participants.get("outcome", "aggregated"),
+                               "model_hash": r.model_hash,
                                "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
                               for r in rows])
     if not frame.empty:

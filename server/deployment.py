@@ -56,6 +56,7 @@ class Processes:
 
     def __init__(self):
         self.running: list[tuple[str, subprocess.Popen]] = []
+        self.reported: set[str] = set()
 
     def start(self, name: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -76,10 +77,16 @@ class Processes:
                 os.killpg(process.pid, signal.SIGKILL)
         self.running.clear()
 
-    def check(self) -> None:
+    def check(self, warn: Callable[[str], None] = print) -> None:
+        """The SuperLink is required; a site that exits is a dropout the study may survive (SecAgg+ threshold)."""
         for name, process in self.running:
-            if process.poll() is not None:
+            if process.poll() is None:
+                continue
+            if name == "superlink":
                 raise RuntimeError(f"{name} exited with code {process.returncode}")
+            if name not in self.reported:
+                self.reported.add(name)
+                warn(f"{name} exited with code {process.returncode}; the study goes on while enough sites remain")
 
 
 def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None, resume: bool = False,
@@ -129,7 +136,7 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
         submitted = time.time()
         output = _flwr(["run", str(REPO), "study", "--run-config", run_config], env)
         status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
-        _follow(paths.db, processes, progress, after=submitted)
+        _follow(paths.db, processes, progress, after=submitted, warn=status)
         db = RunDatabase(str(paths.db))
         with db.session() as s:
             final = s.query(Study).order_by(Study.id.desc()).first()
@@ -157,14 +164,14 @@ def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None
 
 
 def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
-            timeout: float = 6 * 3600) -> None:
+            warn: Callable[[str], None] = print, timeout: float = 6 * 3600) -> None:
     """Poll the run database until the study started after `after` finishes or fails."""
     from server.run_db import RunDatabase, Study
 
     deadline = time.time() + timeout
     db = None
     while time.time() < deadline:
-        processes.check()
+        processes.check(warn)
         if db is None and db_path.exists():
             db = RunDatabase(str(db_path))
         if db is not None:

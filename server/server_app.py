@@ -68,6 +68,7 @@ def main(grid: Grid, context: Context) -> None:
             strategy = make_strategy(plan, recorder, state)
             legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
             phase_workflow(study.secagg)(grid, legacy)
+            strategy.record_unaggregated()
             state = strategy.global_state
             model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
             save_checkpoint(out / f"{plan.name}.pt", model, phase=plan.name, step=plan.rounds)

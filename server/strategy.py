@@ -54,6 +54,7 @@ def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[s
             self.plan, self.recorder = plan, recorder
             self.global_state = dict(global_state)
             self.round_started: dict[int, float] = {}
+            self.aggregated: set[int] = set()
 
         def _config(self, server_round: int) -> dict:
             study = recorder.study
@@ -63,7 +64,17 @@ def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[s
                     "finetune_mode": plan.finetune_mode, "dp": study.dp,
                     "max_site_examples": study.max_site_examples, "seed": study.seed}
 
+        def record_unaggregated(self) -> None:
+            """Rounds Flower moved past without calling aggregate_fit (e.g. SecAgg+ could not unmask after
+            a dropout) are recorded as failed; the global model stayed as it was."""
+            for earlier in sorted(set(self.round_started) - self.aggregated):
+                recorder.db.upsert_round(recorder.study_id, plan.name, earlier, seconds=time.time() - self.round_started[earlier],
+                                         participants={"trained": [], "declined": {}, "failed": 0,
+                                                       "outcome": "not aggregated: the round failed; the global model is unchanged"})
+                self.aggregated.add(earlier)
+
         def configure_fit(self, server_round, parameters, client_manager):
+            self.record_unaggregated()
             self.round_started[server_round] = time.time()
             recorder.db.update_study(recorder.study_id, current_phase=plan.name, current_round=server_round)
             recorder.db.upsert_round(recorder.study_id, plan.name, server_round, started=self.round_started[server_round])
@@ -74,6 +85,7 @@ def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[s
             return kept
 
         def aggregate_fit(self, server_round, results, failures):
+            self.aggregated.add(server_round)
             if not results:
                 return None, {}
             # Plain rounds: each result holds one site's encoded arrays. SecAgg+ rounds: every result holds the

@@ -11,7 +11,7 @@ rounds = data.rounds(url, study_id)
 if rounds.empty:
     st.info("No rounds recorded yet.")
     st.stop()
-columns = ["phase", "round", "started", "seconds", "trained", "declined", "failed", "model_hash", "checkpoint"]
+columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "failed", "model_hash", "checkpoint"]
 table = rounds[columns]
 st.dataframe(table, hide_index=True, use_container_width=True)
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"study-{study_id}-rounds.csv", mime="text/csv")
