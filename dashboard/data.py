@@ -79,16 +79,22 @@ def rounds(url: str, study_id: int) -> pd.DataFrame:
     return frame
 
 
+TEXT_METRICS = {"reason", "site", "phase"}  # every other metric is a number
+
+
 @st.cache_data(ttl=TTL)
 def site_metrics(url: str, study_id: int, kind: str, keys: tuple[str, ...]) -> pd.DataFrame:
-    """One row per (site, phase, round) with the requested metric keys as columns."""
+    """One row per (site, phase, round) with the requested metric keys as columns. Only those keys are read
+    out of the JSON column, in SQL, so a page showing one metric does not parse every metric of every row."""
+    values = [(SiteMetric.metrics[k].as_string() if k in TEXT_METRICS else SiteMetric.metrics[k].as_float()).label(k)
+              for k in keys]
     with Session(engine(url)) as s:
-        rows = s.execute(select(SiteMetric.site, SiteMetric.phase, SiteMetric.server_round, SiteMetric.examples,
-                                SiteMetric.epsilon, SiteMetric.metrics, SiteMetric.time)
-                         .filter_by(study_id=study_id, kind=kind).order_by(SiteMetric.id)).all()
-    return pd.DataFrame([{"site": r.site, "phase": r.phase, "round": r.server_round, "examples": r.examples,
-                          "epsilon": r.epsilon, "time": pd.to_datetime(r.time, unit="s"),
-                          **{k: r.metrics.get(k) for k in keys}} for r in rows])
+        rows = s.execute(select(SiteMetric.site, SiteMetric.phase, SiteMetric.server_round.label("round"), SiteMetric.examples,
+                                SiteMetric.epsilon, SiteMetric.time, *values)
+                         .where(SiteMetric.study_id == study_id, SiteMetric.kind == kind).order_by(SiteMetric.id)).all()
+    frame = pd.DataFrame(rows, columns=["site", "phase", "round", "examples", "epsilon", "time", *keys])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    return frame
 
 
 @st.cache_data(ttl=TTL)
