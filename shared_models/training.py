@@ -56,7 +56,7 @@ class TrainOptions:
 @dataclass
 class TrainResult:
     steps: int
-    examples: int  # samples that contributed to this phase's loss (the aggregation weight)
+    examples: int  # samples per epoch whose data entered this phase's loss
     mean_loss: float
     seconds: float
 
@@ -209,7 +209,7 @@ def train_phase(
             if steps >= total:
                 break
         else:
-            if _length(loader) == 0:
+            if _length(loader) == 0:  # an empty loader would otherwise loop forever
                 break
     epochs_run = max(1, math.ceil(steps / max(_length(loader), 1)))
     return TrainResult(steps=steps, examples=examples // epochs_run, mean_loss=loss_sum / max(steps, 1),
