@@ -69,6 +69,16 @@ def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Datas
     return Subset(dataset, keep)
 
 
+CMR_PARTS = {"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"}  # learn from pairs only
+
+
+def part_examples(data: Subset, parts: set[str]) -> dict[str, int]:
+    """Aggregation weight of each trained part: the samples that trained it (pairs for the CMR-side parts)."""
+    dataset: SiteDataset = data.dataset
+    paired = sum(1 for i in data.indices if dataset.subjects[dataset.items[i][0]].cmr_key is not None)
+    return {p: paired if p in CMR_PARTS else len(data) for p in parts}
+
+
 def site_has_cmr(site: PreparedSite) -> bool:
     return any(s.cmr_key for s in site.subjects if s.split == "train")
 
@@ -147,7 +157,7 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
                                            server_round=rc.server_round, steps=result.steps)
     metrics.update(examples=len(data), loss=result.mean_loss, steps=result.steps, seconds=result.seconds)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    return encode_update(state, {p: len(data) for p in parts}, rc.max_site_examples), metrics
+    return encode_update(state, part_examples(data, parts), rc.max_site_examples), metrics
 
 
 def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:

@@ -115,3 +115,15 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
     with db.session() as s:
         assert s.query(SiteMetric).count() == 2
         assert s.query(Round).one().participants["trained"] == ["hospital-a", "hospital-c"]
+
+
+def test_cmr_side_parts_are_weighted_by_pairs_only(tiny_cohort_template):
+    from client.site_config import load_site_config
+    from client.site_data import prepare_site
+    from client.site_round import part_examples, phase_dataset
+
+    site = prepare_site(load_site_config(tiny_cohort_template / "site_configs" / "hospital-a.toml"))
+    data = phase_dataset(site, "pretrain")
+    pairs = sum(1 for s in site.subjects if s.split == "train" and s.cmr_key is not None)
+    weights = part_examples(data, {"ecg_encoder", "cmr_encoder", "ecg_projection"})
+    assert weights == {"ecg_encoder": len(data), "cmr_encoder": pairs, "ecg_projection": pairs}
