@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from server.deployment import free_port  # noqa: E402
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--hide-scrollbars", "--window-size=1400,1100"]
 PAGES = {  # sidebar title -> texts / CSS selectors that prove the page's key elements rendered (each list
@@ -108,19 +109,12 @@ def chromium() -> str:
     raise SystemExit("chromium not found: install Debian's `chromium` package (see .ci/run)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--sites", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/browser"))
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))
     from dashboard.seed import seed_study
 
     binary = chromium()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiacfl.central import finite_or_null, load_sites, train_central
+from cardiacfl.central import load_sites, train_central
+from shared_models.jsonable import finite_or_null
 from shared_models.targets import DISEASES, INDICATORS
 
 

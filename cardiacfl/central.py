@@ -24,6 +24,7 @@ from client.site_dataset import SiteDataset
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
+from shared_models.jsonable import finite_or_null
 from shared_models.training import TrainOptions, train_phase
 
 
@@ -53,7 +54,7 @@ def pooled(sites: list[PreparedSite], split: str) -> ConcatDataset:
 
 def labelled_fraction(dataset: ConcatDataset, fraction: float, seed: int = 0) -> Dataset:
     """A seeded random `fraction` of the labelled training samples (the label-scarce setting)."""
-    labelled = [i for i, (ind, dis) in enumerate(_label_masks(dataset)) if ind.any() or dis.any()]
+    labelled = [i for i, subject in enumerate(_subjects(dataset)) if subject.labelled]
     if fraction >= 1.0:
         return Subset(dataset, labelled)
     rng = np.random.default_rng(seed)
@@ -61,11 +62,11 @@ def labelled_fraction(dataset: ConcatDataset, fraction: float, seed: int = 0) ->
     return Subset(dataset, sorted(chosen.tolist()))
 
 
-def _label_masks(dataset: ConcatDataset):
+def _subjects(dataset: ConcatDataset):
+    """The subject behind each sample of a pooled dataset, in sample order."""
     for part in dataset.datasets:
-        for subject_index, _ in part.items:
-            subject = part.subjects[subject_index]
-            yield np.isfinite(subject.indicators), np.isfinite(subject.diseases)
+        for index in range(len(part)):
+            yield part.subject_of(index)
 
 
 def disease_pos_weight(dataset: Dataset) -> torch.Tensor:
@@ -157,17 +158,6 @@ def train_central(
             _save_generation_strip(model, test, out / "generated_test.png", device)
     (out / "metrics.json").write_text(json.dumps(finite_or_null(summary), indent=2))
     return summary
-
-
-def finite_or_null(value):
-    """Strict JSON: an undefined metric (NaN) becomes null."""
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite_or_null(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _plot_loss(history: list[dict], path: Path, phase: str) -> None:

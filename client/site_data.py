@@ -41,6 +41,11 @@ class SubjectEntry:
     def n_windows(self) -> int:
         return len(self.lead_masks)
 
+    @property
+    def labelled(self) -> bool:
+        """Has at least one indicator or disease label (what fine-tuning learns from)."""
+        return bool(np.isfinite(self.indicators).any() or np.isfinite(self.diseases).any())
+
 
 @dataclass
 class PreparedSite:

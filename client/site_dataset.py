@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from client.site_data import PreparedSite
+from client.site_data import PreparedSite, SubjectEntry
 
 
 class SiteDataset(Dataset):
@@ -21,6 +21,9 @@ class SiteDataset(Dataset):
         self.items = [(i, w) for i, s in enumerate(self.subjects) for w in range(s.n_windows)]
         cmr = next((site.cmr(s) for s in self.subjects if s.cmr_key), None)
         self.cmr_shape = tuple(cmr.shape) if cmr is not None else (site.config.cmr.frames, site.config.cmr.image_size, site.config.cmr.image_size)
+
+    def subject_of(self, index: int) -> SubjectEntry:
+        return self.subjects[self.items[index][0]]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -21,6 +21,7 @@ from client.site_data import PreparedSite, prepare_site
 from client.site_dataset import SiteDataset
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.evaluation import evaluate
+from shared_models.model_arrays import load_numpy_state, numpy_state
 from shared_models.training import TrainOptions, train_phase, trainable_parts
 from shared_models.weighted_parts import encode_update
 
@@ -58,15 +59,8 @@ def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Datas
     """The samples a phase learns from at this site: all ECGs (pretrain), ECG-CMR pairs (generator),
     labelled ECGs (finetune). Its size sets the DP sample rate."""
     dataset = SiteDataset(site, split)
-    keep = []
-    for index, (subject_index, _) in enumerate(dataset.items):
-        subject = dataset.subjects[subject_index]
-        if phase == "generator" and subject.cmr_key is None:
-            continue
-        if phase == "finetune" and not (np.isfinite(subject.indicators).any() or np.isfinite(subject.diseases).any()):
-            continue
-        keep.append(index)
-    return Subset(dataset, keep)
+    wanted = {"generator": lambda s: s.cmr_key is not None, "finetune": lambda s: s.labelled}.get(phase, lambda s: True)
+    return Subset(dataset, [i for i in range(len(dataset)) if wanted(dataset.subject_of(i))])
 
 
 CMR_PARTS = {"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"}  # learn from pairs only
@@ -75,7 +69,7 @@ CMR_PARTS = {"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "
 def part_examples(data: Subset, parts: set[str]) -> dict[str, int]:
     """Aggregation weight of each trained part: the samples that trained it (pairs for the CMR-side parts)."""
     dataset: SiteDataset = data.dataset
-    paired = sum(1 for i in data.indices if dataset.subjects[dataset.items[i][0]].cmr_key is not None)
+    paired = sum(1 for i in data.indices if dataset.subject_of(i).cmr_key is not None)
     return {p: paired if p in CMR_PARTS else len(data) for p in parts}
 
 
@@ -84,9 +78,7 @@ def site_has_cmr(site: PreparedSite) -> bool:
 
 
 def _model(preset: str, global_state: dict[str, np.ndarray]) -> CardiacNets:
-    model = build_model(preset)
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
-    return model
+    return load_numpy_state(build_model(preset), global_state)
 
 
 def _steps_per_epoch(samples: int, batch_size: int) -> tuple[float, int]:
@@ -156,8 +148,7 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
         metrics["epsilon"] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
                                            server_round=rc.server_round, steps=result.steps)
     metrics.update(examples=len(data), loss=result.mean_loss, steps=result.steps, seconds=result.seconds)
-    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    return encode_update(state, part_examples(data, parts), rc.max_site_examples), metrics
+    return encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples), metrics
 
 
 def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:

@@ -49,8 +49,8 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                     db.add_generation(study_id, phase, r, ref, ecg=npy_bytes(rng.standard_normal((12, 5000))),
                                       generated=npy_bytes(real * 0.8), real=npy_bytes(real), ssim=0.5, psnr=15.0)
             if len(rows) > 5000:
-                db.add_site_metrics_many(study_id, rows)
+                db.add_site_metrics(study_id, rows)
                 rows = []
-    db.add_site_metrics_many(study_id, rows)
+    db.add_site_metrics(study_id, rows)
     db.update_study(study_id, status="finished", current_phase="finetune", current_round=per_phase[-1], finished=t0 + step * 10)
     return study_id

@@ -92,7 +92,6 @@ class Processes:
 def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None, resume: bool = False,
               status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
     from client.site_config import load_site_config
-    from server.run_db import RunDatabase, Study
 
     work = work.resolve()  # Flower's connection config wants absolute paths
     paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
@@ -136,12 +135,9 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
         submitted = time.time()
         output = _flwr(["run", str(REPO), "study", "--run-config", run_config], env)
         status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
-        _follow(paths.db, processes, progress, after=submitted, warn=status)
-        db = RunDatabase(str(paths.db))
-        with db.session() as s:
-            final = s.query(Study).order_by(Study.id.desc()).first()
-        if final is None or final.status != "finished":
-            raise RuntimeError(f"study ended with status {final.status if final else 'unknown'}; logs in {paths.logs}")
+        final = _follow(paths.db, processes, progress, after=submitted, warn=status)
+        if final != "finished":
+            raise RuntimeError(f"study ended with status {final}; logs in {paths.logs}")
     return paths
 
 
@@ -164,8 +160,8 @@ def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None
 
 
 def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
-            warn: Callable[[str], None] = print, timeout: float = 6 * 3600) -> None:
-    """Poll the run database until the study started after `after` finishes or fails."""
+            warn: Callable[[str], None] = print, timeout: float = 6 * 3600) -> str:
+    """Poll the run database until the study started after `after` finishes or fails; returns that status."""
     from server.run_db import RunDatabase, Study
 
     deadline = time.time() + timeout
@@ -183,6 +179,6 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
                     if progress:
                         progress(snapshot)
                     if study.status in ("finished", "failed"):
-                        return
+                        return study.status
         time.sleep(1.0)
     raise TimeoutError("study did not finish in time")

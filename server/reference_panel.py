@@ -18,13 +18,7 @@ from shared_models.cardiacnets import CardiacNets
 def load_panel(site_config: str, size: int) -> list[tuple[str, dict]]:
     site = prepare_site(load_site_config(site_config))
     dataset = SiteDataset(site)
-    items = []
-    for index in range(len(dataset)):
-        subject = dataset.subjects[dataset.items[index][0]]
-        items.append((subject.subject_id, dataset[index]))
-        if len(items) >= size:
-            break
-    return items
+    return [(dataset.subject_of(i).subject_id, dataset[i]) for i in range(min(size, len(dataset)))]
 
 
 def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,

@@ -14,6 +14,8 @@ import numpy as np
 from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from shared_models.jsonable import finite_or_null
+
 SCHEMA_VERSION = 1
 
 
@@ -112,41 +114,19 @@ class RunDatabase:
                 row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
                 s.add(row)
             for key, value in values.items():
-                setattr(row, key, _json_safe(value) if isinstance(value, dict) else value)
+                setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
 
-    def add_site_metrics(self, study_id: int, phase: str, server_round: int, kind: str, site: str, metrics: dict) -> None:
-        with self.session.begin() as s:
-            s.add(SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
-                             examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
-                             epsilon=metrics.get("epsilon"), metrics=_json_safe(metrics)))
-
-    def add_site_metrics_many(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
-        """Many (phase, round, kind, site, metrics) rows in one transaction (bulk seeding, imports)."""
+    def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
+        """(phase, round, kind, site, metrics) rows, all in one transaction."""
         with self.session.begin() as s:
             s.add_all([SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
                                   examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
-                                  epsilon=metrics.get("epsilon"), metrics=_json_safe(metrics))
+                                  epsilon=metrics.get("epsilon"), metrics=finite_or_null(metrics))
                        for phase, server_round, kind, site, metrics in rows])
 
     def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
         with self.session.begin() as s:
             s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
-
-
-def _json_safe(values: dict) -> dict:
-    """NaN/inf become null, numpy scalars plain numbers."""
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out[key] = _json_safe(value)
-        elif isinstance(value, (list, tuple)):
-            out[key] = list(value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-            out[key] = value if value == value and abs(value) != float("inf") else None
-        else:
-            out[key] = value
-    return out
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

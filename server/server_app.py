@@ -20,7 +20,6 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    import numpy as np
     import torch
 
     from server.reference_panel import load_panel, record_generations
@@ -30,6 +29,7 @@ def main(grid: Grid, context: Context) -> None:
     from server.study_config import load_study_config
     from shared_models.cardiacnets import build_model
     from shared_models.checkpoint import load_checkpoint, save_checkpoint
+    from shared_models.model_arrays import load_numpy_state, numpy_state
 
     run_config = context.run_config
     study = load_study_config(str(run_config["study-config"]))
@@ -40,14 +40,14 @@ def main(grid: Grid, context: Context) -> None:
 
     torch.manual_seed(study.seed)
     model = build_model(study.preset)
-    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    state = numpy_state(model)
     study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
                                                          "secagg": study.secagg.__dict__, "dp": study.dp},
                               total_rounds=sum(p.rounds for p in study.phases))
     recorder = StudyRecorder(db, study_id, study)
 
     def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
-        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in global_state.items()})
+        load_numpy_state(model, global_state)
         path = out / f"{phase}_round{server_round}.pt"
         save_checkpoint(path, model, phase=phase, step=server_round)
         if phase == "generator":
@@ -60,8 +60,8 @@ def main(grid: Grid, context: Context) -> None:
         for plan in study.phases:
             finished = out / f"{plan.name}.pt"
             if resume and finished.is_file():
-                model, meta = load_checkpoint(finished)
-                state = {k: v.numpy() for k, v in model.state_dict().items()}
+                model, _ = load_checkpoint(finished)
+                state = numpy_state(model)
                 db.upsert_round(study_id, plan.name, plan.rounds, started=time.time(), seconds=0.0,
                                 participants={"resumed_from": str(finished)}, checkpoint=str(finished))
                 continue
@@ -70,7 +70,7 @@ def main(grid: Grid, context: Context) -> None:
             phase_workflow(study.secagg)(grid, legacy)
             strategy.record_unaggregated()
             state = strategy.global_state
-            model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+            load_numpy_state(model, state)
             save_checkpoint(out / f"{plan.name}.pt", model, phase=plan.name, step=plan.rounds)
         db.update_study(study_id, status="finished", finished=time.time())
     except BaseException:

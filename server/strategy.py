@@ -37,6 +37,12 @@ class StudyRecorder:
         self.node_site: dict[int, str] = {}
         self.on_round_end = None  # callback(phase, round, state) -> checkpoint path
 
+    def site_of(self, node_id: int, metrics: dict) -> str:
+        """The site a reply came from (sites name themselves in their metrics); remembered per node."""
+        site = str(metrics.get("site", node_id))
+        self.node_site[node_id] = site
+        return site
+
 
 def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray]):
     base = BASES[plan.strategy]
@@ -98,17 +104,17 @@ def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[s
                 fit.parameters, fit.num_examples = averaged, 1
             parameters, _ = super().aggregate_fit(server_round, results, failures)
             self.global_state = dict(zip(self.global_state, parameters_to_ndarrays(parameters)))
-            trained, declined = [], {}
+            trained, declined, rows = [], {}, []
             for proxy, fit in results:
                 metrics = dict(fit.metrics)
-                site = str(metrics.get("site", proxy.node_id))
-                recorder.node_site[proxy.node_id] = site
-                recorder.db.add_site_metrics(recorder.study_id, plan.name, server_round, "fit", site, metrics)
+                site = recorder.site_of(proxy.node_id, metrics)
+                rows.append((plan.name, server_round, "fit", site, metrics))
                 if metrics.get("declined"):
                     declined[site] = str(metrics.get("reason", ""))
                     recorder.declined_sites[site] = declined[site]
                 elif metrics.get("examples"):
                     trained.append(site)
+            recorder.db.add_site_metrics(recorder.study_id, rows)
             checkpoint = recorder.on_round_end(plan.name, server_round, self.global_state) if recorder.on_round_end else ""
             recorder.db.upsert_round(
                 recorder.study_id, plan.name, server_round, seconds=time.time() - self.round_started.get(server_round, time.time()),
@@ -125,14 +131,14 @@ def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[s
         def aggregate_evaluate(self, server_round, results, failures):
             summary: dict[str, float] = {}
             total = sum(res.num_examples for _, res in results)
+            rows = []
             for proxy, res in results:
                 metrics = dict(res.metrics) | {"num-examples": res.num_examples}
-                site = str(metrics.get("site", proxy.node_id))
-                recorder.node_site[proxy.node_id] = site
-                recorder.db.add_site_metrics(recorder.study_id, plan.name, server_round, "evaluate", site, metrics)
+                rows.append((plan.name, server_round, "evaluate", recorder.site_of(proxy.node_id, metrics), metrics))
                 for key, value in metrics.items():
                     if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and total:
                         summary[key] = summary.get(key, 0.0) + float(value) * res.num_examples / total
+            recorder.db.add_site_metrics(recorder.study_id, rows)
             summary.pop("num-examples", None)
             summary.pop("epsilon", None)  # ε is per site, never averaged
             recorder.db.upsert_round(recorder.study_id, plan.name, server_round, global_metrics=summary)

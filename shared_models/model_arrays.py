@@ -1,11 +1,13 @@
-"""The order of the model's arrays on the wire: `state_dict` order of the preset's model, which the server
-and every site build with the same `build_model`."""
+"""The model's weights as NumPy arrays, the form they travel in: in `state_dict` order of the preset's model,
+which the server and every site build with the same `build_model`."""
 
 from __future__ import annotations
 
 from functools import cache
 
 import numpy as np
+import torch
+from torch import nn
 
 
 @cache
@@ -15,5 +17,10 @@ def state_names(preset: str) -> tuple[str, ...]:
     return tuple(build_model(preset).state_dict())
 
 
-def state_to_arrays(state: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return [np.asarray(v, dtype=np.float32) for v in state.values()]
+def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    return model
