@@ -76,16 +76,20 @@ class SiteConfig:
         return self.data_root / ".cardiacfl-state"
 
 
+def read_toml(path: Path, error: type[ValueError], what: str) -> dict:
+    """The parsed file, or `error` naming the file: missing, or not valid TOML."""
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{path}: not valid TOML: {err}") from err
+
+
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read and validate one site config file."""
     path = Path(path)
-    if not path.is_file():
-        raise SiteConfigError(f"{path}: site config file not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise SiteConfigError(f"{path}: not valid TOML: {err}") from err
-    return parse_site_config(raw, path)
+    return parse_site_config(read_toml(path, SiteConfigError, "site config"), path)
 
 
 def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:

@@ -5,11 +5,11 @@ reaches the sites as a ConfigRecord. Errors name the file and the dotted key.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from client.site_config import read_toml
 from shared_models.config import PRESETS
 from shared_models.training import PHASES
 
@@ -64,12 +64,7 @@ class StudyConfig:
 
 def load_study_config(path: str | Path) -> StudyConfig:
     path = Path(path)
-    if not path.is_file():
-        raise StudyConfigError(f"{path}: study config file not found")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise StudyConfigError(f"{path}: not valid TOML: {err}") from err
+    raw = read_toml(path, StudyConfigError, "study config")
     fail = lambda key, expected, got: _fail(path, key, expected, got)  # noqa: E731
     _known(path, raw, "", {"study", "secagg", "phase"})
     study = raw.get("study", {})
