@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.site_config import load_site_config
-from client.site_data import _decode_cmr, _decode_ecg, prepare_site
+from sitedata.site_config import load_site_config
+from sitedata.site_data import _decode_cmr, _decode_ecg, prepare_site
 from synthetic.cohort import generate_cohort
 
 

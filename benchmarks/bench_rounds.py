@@ -18,6 +18,13 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rundb.reader import open_readonly
+from rundb.schema import Round, SiteMetric
+from shared_models.site_metrics import MetricKey as K
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,8 +71,6 @@ min_sites = {len(sites)}
 
 
 def run_config(work: Path, study: Path) -> dict:
-    import sqlite3
-
     peak = [0]
     process = subprocess.Popen([str(REPO / ".venv/bin/cardiacfl"), "study", "run", "--study", str(study), "--work", str(work)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -83,20 +88,21 @@ def run_config(work: Path, study: Path) -> dict:
     wall = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"study {study} failed; logs in {work / 'logs'}")
-    db = sqlite3.connect(work / "study.db")
-    rounds = [r[0] for r in db.execute("select seconds from rounds order by server_round")]
+    with Session(open_readonly(str(work / "study.db"))) as s:
+        rounds = list(s.scalars(select(Round.seconds).order_by(Round.server_round)))
+        fits = s.execute(select(SiteMetric.server_round, *(SiteMetric.metrics[k].as_float() for k in
+                                                            (K.SECONDS, K.STARTUP_S, K.IMPORT_S, K.PREPARE_S)))
+                         .where(SiteMetric.kind == "fit")).all()
     compute, startup, imports, prepare = {}, [], [], []
-    for server_round, seconds, start_s, import_s, prep_s in db.execute(
-            "select server_round, json_extract(metrics, '$.seconds'), json_extract(metrics, '$.startup_s'), "
-            "json_extract(metrics, '$.import_s'), json_extract(metrics, '$.prepare_s') from site_metrics where kind='fit'"):
+    for server_round, seconds, start_s, import_s, prep_s in fits:
         compute[server_round] = max(compute.get(server_round, 0.0), seconds or 0.0)
         startup.append(start_s or 0.0)
         imports.append(import_s or 0.0)
         prepare.append(prep_s or 0.0)
     return {"round_s": rounds, "slowest_compute_s": [compute.get(i + 1, 0.0) for i in range(len(rounds))],
             "peak_rss_gib": peak[0] / 2 ** 30, "wall_s": wall,
-            "startup_s": sum(startup) / max(len(startup), 1), "import_s": sum(imports) / max(len(imports), 1),
-            "prepare_s": sum(prepare) / max(len(prepare), 1)}
+            K.STARTUP_S: sum(startup) / max(len(startup), 1), K.IMPORT_S: sum(imports) / max(len(imports), 1),
+            K.PREPARE_S: sum(prepare) / max(len(prepare), 1)}
 
 
 def main() -> None:
@@ -125,8 +131,8 @@ def main() -> None:
                 mean = sum(rounds) / len(rounds)
                 print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
                       f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
-                print(f"      in the training message, per site (mean): process start -> handler {r['startup_s']:.1f} s, "
-                      f"torch + model code imports {r['import_s']:.1f} s, site data + model {r['prepare_s']:.1f} s; the rest of a round is Flower's message "
+                print(f"      in the training message, per site (mean): process start -> handler {r[K.STARTUP_S]:.1f} s, "
+                      f"torch + model code imports {r[K.IMPORT_S]:.1f} s, site data + model {r[K.PREPARE_S]:.1f} s; the rest of a round is Flower's message "
                       f"routing and its two hard-coded 3 s polls (SuperNode pull, ServerApp grid pull)", flush=True)
             plain = results[(n, False)]["round_s"][1:] or results[(n, False)]["round_s"]
             secure = results[(n, True)]["round_s"][1:] or results[(n, True)]["round_s"]

@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from server.deployment import free_port  # noqa: E402
+from cardiacfl.deployment import free_port  # noqa: E402
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run", "--hide-scrollbars", "--window-size=1400,1100"]
 PAGES = {  # sidebar title -> texts / CSS selectors that prove the page's key elements rendered (each list

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiacfl.central import load_sites, train_central
+from cardiacfl.central import train_central
+from sitedata.pooling import load_sites
 from shared_models.jsonable import finite_or_null
+from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import per_target
 from shared_models.targets import DISEASES, INDICATORS
 
 
@@ -62,16 +65,16 @@ def main() -> None:
                                         seed=seed, finetune_mode=args.finetune_mode, **common)
                 runs.append(summary["phases"]["finetune"]["test"])
             results.setdefault(name, {})[str(fraction)] = runs
-            print(f"{name:12s} labels {fraction:>4.0%}: mean AUROC {_mean(runs, 'mean_auroc'):.3f}  "
-                  f"mean R² {_mean(runs, 'mean_r2'):.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(f"{name:12s} labels {fraction:>4.0%}: mean AUROC {_mean(runs, K.MEAN_AUROC):.3f}  "
+                  f"mean R² {_mean(runs, K.MEAN_R2):.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
 
     generator = {} if args.skip_generator else train_central(args.data, args.out / "generator", phases=["generator"], init=encoders["cmr-aligned"],
                               epochs={"generator": args.generator_epochs}, preset=args.preset, sites=sites,
                               bootstrap=0, generate_samples=64)["phases"]["generator"]["test"]
     if generator:
-        print(f"generator: SSIM {generator.get('ssim', float('nan')):.3f} vs mean clip {generator.get('baseline_ssim', float('nan')):.3f}; "
-              f"PSNR {generator.get('psnr', float('nan')):.2f} vs {generator.get('baseline_psnr', float('nan')):.2f} dB; "
-              f"EF-proxy MAE {generator.get('ef_proxy_mae', float('nan')):.1f} vs {generator.get('baseline_ef_proxy_mae', float('nan')):.1f}")
+        print(f"generator: SSIM {generator.get(K.SSIM, float('nan')):.3f} vs mean clip {generator.get(K.BASELINE_SSIM, float('nan')):.3f}; "
+              f"PSNR {generator.get(K.PSNR, float('nan')):.2f} vs {generator.get(K.BASELINE_PSNR, float('nan')):.2f} dB; "
+              f"EF-proxy MAE {generator.get(K.EF_PROXY_MAE, float('nan')):.1f} vs {generator.get(K.BASELINE_EF_PROXY_MAE, float('nan')):.1f}")
 
     table = _table(results)
     print(table)
@@ -88,7 +91,7 @@ def _mean(runs: list[dict], key: str) -> float:
 
 
 def _table(results: dict) -> str:
-    keys = [f"auroc/{d}" for d in DISEASES] + ["mean_auroc"] + [f"r2/{i}" for i in INDICATORS] + ["mean_r2"]
+    keys = [per_target("auroc", d) for d in DISEASES] + [K.MEAN_AUROC] + [per_target("r2", i) for i in INDICATORS] + [K.MEAN_R2]
     columns = [(name, fraction) for name in results for fraction in results[name]]
     lines = ["metric".ljust(30) + "".join(f"{n[:11]}@{float(f):.0%}".rjust(18) for n, f in columns)]
     for key in keys:
@@ -108,7 +111,7 @@ def _plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key, label in ((axes[0], "mean_auroc", "mean AUROC (5 diseases)"), (axes[1], "mean_r2", "mean R² (9 indicators)")):
+    for ax, key, label in ((axes[0], K.MEAN_AUROC, "mean AUROC (5 diseases)"), (axes[1], K.MEAN_R2, "mean R² (9 indicators)")):
         for offset, name in enumerate(results):
             fractions = list(results[name])
             means = [_mean(results[name][f], key) for f in fractions]

@@ -53,15 +53,18 @@ def synth(
 def data_check(
     site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    preset: str = typer.Option("small", help="The model preset the site will feed (its ECG rate and window, CMR frames and size)."),
 ) -> None:
     """Validate a site end to end (manifest, every ECG and CMR) and fill its preprocessing cache.
 
     Exits 1 only when nothing usable remains; bad records are listed with file and reason."""
-    from client.site_config import SiteConfigError, load_site_config
-    from client.site_data import prepare_site
+    from sitedata.model_geometry import check_model_geometry
+    from sitedata.site_config import SiteConfigError, load_site_config
+    from sitedata.site_data import prepare_site
 
     try:
         config = load_site_config(site_config)
+        check_model_geometry(config, preset)
     except SiteConfigError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(2)
@@ -145,7 +148,7 @@ def predict(
     import json
 
     from cardiacfl.predict import predict_from_checkpoint
-    from client.ecg_ingest import EcgError
+    from sitedata.ecg_ingest import EcgError
     from shared_models.targets import INDICATORS
 
     if not checkpoint.is_file():
@@ -185,7 +188,7 @@ def provision(
     host: list[str] = typer.Option([], help="Extra host names/IPs for the SuperLink certificate."),
 ) -> None:
     """Make a study CA, the SuperLink TLS certificate and per-site authentication keys (private keys 0600)."""
-    from server.provision import provision as make
+    from cardiacfl.provision import provision as make
 
     paths = make(out, sites, hosts=tuple(host))
     console.print(f"server kit: {paths['ca'].parent}")
@@ -202,7 +205,7 @@ def study_run(
     resume: bool = typer.Option(False, "--resume", help="Skip phases already finished in WORK (their checkpoints exist)."),
 ) -> None:
     """Start a SuperLink and one SuperNode per site on loopback, run the study, show progress, stop everything."""
-    from server.deployment import run_study
+    from cardiacfl.deployment import run_study
     from server.study_config import StudyConfigError, load_study_config
 
     try:
@@ -236,7 +239,7 @@ def study_run(
             raise typer.Exit(1)
         progress.update(task, completed=total)
     console.print(f"study finished in {time.perf_counter() - start:.0f} s; run database {paths.db}")
-    from server.summary import print_summary
+    from cardiacfl.summary import print_summary
 
     print_summary(paths.db)
 

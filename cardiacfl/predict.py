@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import wfdb
 
-from client.ecg_ingest import read_ecg, wfdb_record_base
-from client.site_config import EcgSettings
+from sitedata.ecg_ingest import read_ecg, wfdb_record_base
+from sitedata.site_config import EcgSettings
 from shared_models.cardiacnets import CardiacNets
 from shared_models.checkpoint import load_checkpoint
 from shared_models.cine_media import save_frames, save_gif

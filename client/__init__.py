@@ -1,4 +1,2 @@
-"""Hospital side: site configuration, ECG/CMR ingest, the on-site preprocessing cache and data checks.
-
-Patient data is read here and never leaves the site; only model updates and aggregate metrics do.
-"""
+"""What runs at a hospital inside Flower: the ClientApp, one site round, the Opacus privatizer (the only
+Opacus importer) and the site's lifetime privacy ledger."""

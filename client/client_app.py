@@ -12,6 +12,9 @@ from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
+from shared_models.round_contract import RoundConfig
+from shared_models.site_metrics import MetricKey
+
 
 def _seconds_since_process_start() -> float:
     """Time this ClientApp process has lived (Linux): start-up cost that Flower's per-message process adds."""
@@ -32,17 +35,17 @@ class SiteClient(NumPyClient):
 
     def fit(self, parameters, config):
         startup = _seconds_since_process_start()
-        from client.site_round import RoundConfig, train_round  # torch and the model code
+        from client.site_round import train_round  # torch and the model code
 
         imports = _seconds_since_process_start() - startup
         rc = RoundConfig.from_record(dict(config))
         arrays, metrics = train_round(self.site_config, _state(rc.preset, parameters), rc)
-        metrics["startup_s"] = startup  # process start -> handler (interpreter, Flower, message decoding)
-        metrics["import_s"] = imports
+        metrics[MetricKey.STARTUP_S] = startup
+        metrics[MetricKey.IMPORT_S] = imports
         return arrays, 1, metrics  # weight 1: the arrays carry their own per-part example weights
 
     def evaluate(self, parameters, config):
-        from client.site_round import RoundConfig, evaluate_round
+        from client.site_round import evaluate_round
 
         rc = RoundConfig.from_record(dict(config))
         return evaluate_round(self.site_config, _state(rc.preset, parameters), rc)

@@ -39,9 +39,6 @@ class OpacusPrivatizer:
         """The accountant's full history (earlier rounds included), JSON-friendly."""
         return [tuple(entry) for entry in self.engine.accountant.history]
 
-    def epsilon(self, delta: float) -> float:
-        return float(self.engine.accountant.get_epsilon(delta)) if self.engine.accountant.history else 0.0
-
     def close(self) -> None:
         """Remove Opacus' hooks so the model can be trained or evaluated again without DP."""
         if self.module is not None:

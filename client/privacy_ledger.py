@@ -11,13 +11,13 @@ phase, study and restart, so the ε a site reports is always the total it has sp
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from opacus.accountants import RDPAccountant
+
+from shared_models.atomic_files import atomic_write_bytes
 
 LEDGER_VERSION = 1
 
@@ -121,10 +121,4 @@ class PrivacyLedger:
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "path"} | {"version": LEDGER_VERSION}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger-")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -16,42 +15,24 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from client.privacy_ledger import PlannedPhase, PrivacyLedger
-from client.site_config import SiteConfig, load_site_config
-from client.site_data import PreparedSite, prepare_site
-from client.site_dataset import SiteDataset
+from sitedata.model_geometry import check_model_geometry
+from sitedata.site_config import SiteConfig, load_site_config
+from sitedata.site_data import PreparedSite, prepare_site
+from sitedata.site_dataset import SiteDataset
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import load_numpy_state, numpy_state
-from shared_models.training import TrainOptions, train_phase, trainable_parts
+from shared_models.round_contract import RoundConfig, parse_plan_text
+from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import plain
+from shared_models.training import PAIRED_PARTS, TrainOptions, train_phase, trainable_parts
 from shared_models.weighted_parts import encode_update
 
 
-@dataclass(frozen=True)
-class RoundConfig:
-    """The server's instructions for one round (sent as a flat ConfigRecord)."""
-
-    study: str
-    phase: str
-    server_round: int
-    preset: str
-    plan: str  # "phase:rounds:local_epochs,..." (the whole study, for the noise multiplier)
-    local_epochs: int = 1
-    lr: float = 1e-3
-    proximal_mu: float = 0.0
-    finetune_mode: str = "full"
-    dp: bool = True
-    max_site_examples: int = 1000
-    seed: int = 0
-
-    @classmethod
-    def from_record(cls, record: dict) -> "RoundConfig":
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in record.items() if k in names})
-
-
 @cache
-def _site(config_path: str) -> tuple[SiteConfig, PreparedSite]:
+def _site(config_path: str, model_preset: str) -> tuple[SiteConfig, PreparedSite]:
     config = load_site_config(config_path)
+    check_model_geometry(config, model_preset)
     return config, prepare_site(config)
 
 
@@ -63,14 +44,11 @@ def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Datas
     return Subset(dataset, [i for i in range(len(dataset)) if wanted(dataset.subject_of(i))])
 
 
-CMR_PARTS = {"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"}  # learn from pairs only
-
-
 def part_examples(data: Subset, parts: set[str]) -> dict[str, int]:
     """Aggregation weight of each trained part: the samples that trained it (pairs for the CMR-side parts)."""
     dataset: SiteDataset = data.dataset
     paired = sum(1 for i in data.indices if dataset.subject_of(i).cmr_key is not None)
-    return {p: paired if p in CMR_PARTS else len(data) for p in parts}
+    return {p: paired if p in PAIRED_PARTS else len(data) for p in parts}
 
 
 def site_has_cmr(site: PreparedSite) -> bool:
@@ -90,11 +68,6 @@ def _steps_per_epoch(samples: int, batch_size: int) -> tuple[float, int]:
     return 1.0 / steps, steps
 
 
-def parse_plan_text(text: str) -> list[tuple[str, int, int]]:
-    """'pretrain:2:1,finetune:3:2' -> [(phase, rounds, local epochs), ...]."""
-    return [(name, int(rounds), int(epochs)) for name, rounds, epochs in (item.split(":") for item in text.split(",") if item)]
-
-
 def _plan(site: PreparedSite, plan_text: str, batch_size: int) -> list[PlannedPhase]:
     phases = []
     for name, rounds, epochs in parse_plan_text(plan_text):
@@ -112,8 +85,16 @@ def ledger_for(config: SiteConfig) -> PrivacyLedger:
 def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
     """-> (encoded arrays for part-weighted averaging, aggregate metrics)."""
     started = time.perf_counter()
-    config, site = _site(str(site_config))
-    metrics: dict = {"site": config.site_id, "phase": rc.phase, "round": rc.server_round, "declined": 0, "reason": ""}
+    config, site = _site(str(site_config), rc.preset)
+    metrics: dict = {K.SITE: config.site_id, K.PHASE: rc.phase, K.ROUND: rc.server_round, K.DECLINED: 0, K.REASON: ""}
+
+    def declined(reason: str) -> tuple[list[np.ndarray], dict]:
+        metrics.update({K.DECLINED: 1, K.REASON: reason, K.EXAMPLES: 0})
+        return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
+
+    if rc.local_epochs > config.training.max_local_epochs:
+        return declined(f"round asks for {rc.local_epochs} local epochs; this site allows at most "
+                        f"{config.training.max_local_epochs} (training.max_local_epochs)")
     data = phase_dataset(site, rc.phase)
     has_cmr = site_has_cmr(site)
     model = _model(rc.preset, global_state)
@@ -128,38 +109,39 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
         sigma = ledger.plan(_plan(site, rc.plan, batch))
         rate, per_epoch = _steps_per_epoch(len(data), batch)
         reason = ledger.check(rate, per_epoch * rc.local_epochs)
-        metrics.update(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, delta=config.privacy.target_delta,
-                       target_epsilon=config.privacy.target_epsilon, sample_rate=rate)
+        metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
+                        K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
+                        K.SAMPLE_RATE: rate})
         if reason:
             ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
-            metrics.update(declined=1, reason=reason, epsilon=ledger.epsilon, examples=0)
-            return encode_update(global_state, {}, rc.max_site_examples), metrics
+            metrics[K.EPSILON] = ledger.epsilon
+            return declined(reason)
         from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
 
         privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, history=ledger.history)
     if not parts:
-        metrics.update(examples=0, reason=f"nothing to train in {rc.phase} at this site")
-        return encode_update(global_state, {}, rc.max_site_examples), metrics
+        metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
+        return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
     loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
-    metrics["prepare_s"] = time.perf_counter() - started  # site data, model and DP set-up
+    metrics[K.PREPARE_S] = time.perf_counter() - started
     result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
     if privatizer is not None:
         privatizer.close()
-        metrics["epsilon"] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
+        metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
                                            server_round=rc.server_round, steps=result.steps)
-    metrics.update(examples=len(data), loss=result.mean_loss, steps=result.steps, seconds=result.seconds)
-    return encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples), metrics
+    metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
+    return encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples), plain(metrics)
 
 
 def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:
     """Score the global model on the site's validation split -> (loss, examples, aggregate metrics)."""
-    config, site = _site(str(site_config))
+    config, site = _site(str(site_config), rc.preset)
     model = _model(rc.preset, global_state)
     loader = DataLoader(SiteDataset(site, "val"), batch_size=64)
     result = evaluate(model, loader, rc.phase, device=config.training.device, seed=rc.seed)
-    examples = int(result.pop("num-examples"))
-    loss = result["loss"]
-    metrics = {k: float(v) for k, v in result.items()} | {"site": config.site_id, "phase": rc.phase}
+    examples = int(result.pop(K.NUM_EXAMPLES))
+    loss = result[K.LOSS]
+    metrics = {k: float(v) for k, v in result.items()} | {K.SITE: config.site_id, K.PHASE: rc.phase}
     if config.state_dir.joinpath("privacy_ledger.json").is_file():
-        metrics["epsilon"] = ledger_for(config).epsilon
-    return (loss if math.isfinite(loss) else 0.0), examples, metrics
+        metrics[K.EPSILON] = ledger_for(config).epsilon
+    return (loss if math.isfinite(loss) else 0.0), examples, plain(metrics)

@@ -8,11 +8,14 @@ import os
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from server.run_db import SCHEMA_VERSION, Generation, Round, SiteMetric, Study, npy_array
+from rundb.reader import RunDbUnavailable, open_readonly
+from rundb.reader import check_schema as reader_check_schema
+from rundb.schema import Generation, Round, SiteMetric, Study, npy_array
+from shared_models.site_metrics import TEXT_KEYS, MetricKey
 
 DB_ENV = "CARDIACFL_RUN_DB"
 TTL = 5  # seconds: pages refresh while a study runs
@@ -26,31 +29,22 @@ def db_url() -> str:
     url = os.environ.get(DB_ENV, "")
     if not url:
         raise DashboardDataError(f"No run database given: start with `cardiacfl dashboard --db URL` (or set {DB_ENV}).")
-    if "://" not in url:
-        if not os.path.isfile(url):
-            raise DashboardDataError(f"Run database {url} not found. Run a study first (scripts/run_study.sh) or check the path.")
-        url = f"sqlite:///{url}"
     return url
 
 
 @st.cache_resource
 def engine(url: str) -> Engine:
-    return create_engine(url)
+    try:
+        return open_readonly(url)
+    except RunDbUnavailable as err:
+        raise DashboardDataError(str(err)) from err
 
 
 def check_schema(url: str) -> None:
-    eng = engine(url)
-    tables = set(inspect(eng).get_table_names())
-    if not tables:
-        raise DashboardDataError("The run database is empty: no study has been recorded yet.")
-    if "schema_info" not in tables:
-        raise DashboardDataError("This run database has an older schema (no schema_info table); open it with the "
-                                 "version of cardiacfl that wrote it.")
-    with eng.connect() as c:
-        versions = [v for (v,) in c.execute(text("select version from schema_info"))]
-    if SCHEMA_VERSION not in versions:
-        raise DashboardDataError(f"This run database has schema version {versions}, this dashboard reads version "
-                                 f"{SCHEMA_VERSION}.")
+    try:
+        reader_check_schema(engine(url))
+    except RunDbUnavailable as err:
+        raise DashboardDataError(str(err)) from err
 
 
 @st.cache_data(ttl=TTL)
@@ -79,14 +73,11 @@ def rounds(url: str, study_id: int) -> pd.DataFrame:
     return frame
 
 
-TEXT_METRICS = {"reason", "site", "phase"}  # every other metric is a number
-
-
 @st.cache_data(ttl=TTL)
 def site_metrics(url: str, study_id: int, kind: str, keys: tuple[str, ...]) -> pd.DataFrame:
     """One row per (site, phase, round) with the requested metric keys as columns. Only those keys are read
     out of the JSON column, in SQL, so a page showing one metric does not parse every metric of every row."""
-    values = [(SiteMetric.metrics[k].as_string() if k in TEXT_METRICS else SiteMetric.metrics[k].as_float()).label(k)
+    values = [(SiteMetric.metrics[k].as_string() if k in TEXT_KEYS else SiteMetric.metrics[k].as_float()).label(k)
               for k in keys]
     with Session(engine(url)) as s:
         rows = s.execute(select(SiteMetric.site, SiteMetric.phase, SiteMetric.server_round.label("round"), SiteMetric.examples,
@@ -102,7 +93,7 @@ def metric_names(url: str, study_id: int, kind: str) -> list[str]:
     with Session(engine(url)) as s:
         sample = s.scalars(select(SiteMetric.metrics).filter_by(study_id=study_id, kind=kind).order_by(SiteMetric.id.desc()).limit(50)).all()
     names = {k for m in sample for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return sorted(names - {"round", "declined"})
+    return sorted(names - {MetricKey.ROUND, MetricKey.DECLINED})
 
 
 @st.cache_data(ttl=TTL)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.run_db import RunDatabase, npy_bytes
+from rundb.schema import npy_bytes
+from rundb.writer import RunDatabase
+from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import plain
 
 
 def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool = True, seed: int = 0) -> int:
@@ -32,16 +35,17 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                 else:
                     epsilon[s] += spend[s]
                     trained.append(s)
-                rows.append((phase, r, "fit", s, {"site": s, "examples": 0 if over else 100, "declined": int(over),
-                                                  "reason": declined.get(s, ""), "epsilon": epsilon[s], "target_epsilon": budgets[s],
-                                                  "delta": 1e-5, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
-                                                  "loss": float(1 / step + rng.random() * 0.05), "seconds": 5.0}))
-                rows.append((phase, r, "evaluate", s, {"site": s, "num-examples": 30, "loss": float(1 / step + rng.random() * 0.1),
-                                                       "mean_auroc": float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
-                                                       "mean_r2": float(0.4 * step / rounds - 0.1), "epsilon": epsilon[s]}))
+                rows.append((phase, r, "fit", s, plain({
+                    K.SITE: s, K.EXAMPLES: 0 if over else 100, K.DECLINED: int(over), K.REASON: declined.get(s, ""),
+                    K.EPSILON: epsilon[s], K.TARGET_EPSILON: budgets[s], K.DELTA: 1e-5, K.NOISE_MULTIPLIER: 1.1,
+                    K.MAX_GRAD_NORM: 1.0, K.LOSS: float(1 / step + rng.random() * 0.05), K.SECONDS: 5.0})))
+                rows.append((phase, r, "evaluate", s, plain({
+                    K.SITE: s, K.NUM_EXAMPLES: 30, K.LOSS: float(1 / step + rng.random() * 0.1),
+                    K.MEAN_AUROC: float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
+                    K.MEAN_R2: float(0.4 * step / rounds - 0.1), K.EPSILON: epsilon[s]})))
             db.upsert_round(study_id, phase, r, started=t0 + step * 10, seconds=9.0 + rng.random(),
                             participants={"trained": trained, "declined": declined, "failed": 0},
-                            global_metrics={"loss": 1 / step, "mean_auroc": 0.5 + 0.3 * step / rounds, "mean_r2": 0.4 * step / rounds - 0.1},
+                            global_metrics=plain({K.LOSS: 1 / step, K.MEAN_AUROC: 0.5 + 0.3 * step / rounds, K.MEAN_R2: 0.4 * step / rounds - 0.1}),
                             model_hash=f"{step:016x}", checkpoint=f"checkpoints/{phase}_round{r}.pt")
             if generations and phase == "generator":
                 for ref in ("ref-1", "ref-2"):

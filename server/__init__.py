@@ -1,1 +1,2 @@
-"""Coordinating-lab side: the Flower ServerApp, study orchestration and the run database."""
+"""What runs at the coordinating lab inside Flower: the ServerApp, per-phase strategies, SecAgg+, the study
+config and the reference panel."""

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from client.site_config import load_site_config
-from client.site_data import prepare_site
-from client.site_dataset import SiteDataset
-from server.run_db import RunDatabase, npy_bytes
+from sitedata.site_config import load_site_config
+from sitedata.site_data import prepare_site
+from sitedata.site_dataset import SiteDataset
+from rundb.schema import npy_bytes
+from rundb.writer import RunDatabase
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
 

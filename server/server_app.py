@@ -23,7 +23,7 @@ def main(grid: Grid, context: Context) -> None:
     import torch
 
     from server.reference_panel import load_panel, record_generations
-    from server.run_db import RunDatabase
+    from rundb.writer import RunDatabase
     from server.secure_aggregation import phase_workflow
     from server.strategy import StudyRecorder, make_strategy
     from server.study_config import load_study_config

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from client.site_config import read_toml
+from sitedata.site_config import read_toml
 from shared_models.config import PRESETS
+from shared_models.round_contract import plan_text as format_plan
 from shared_models.training import PHASES
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
@@ -59,7 +60,7 @@ class StudyConfig:
     @property
     def plan_text(self) -> str:
         """The plan every site needs to fix its noise multiplier: 'phase:rounds:local_epochs,...'."""
-        return ",".join(f"{p.name}:{p.rounds}:{p.local_epochs}" for p in self.phases)
+        return format_plan([(p.name, p.rounds, p.local_epochs) for p in self.phases])
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

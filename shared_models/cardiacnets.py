@@ -122,6 +122,3 @@ def build_model(config: CardiacNetsConfig | str) -> CardiacNets:
     """The one constructor every component uses, from a config or a preset name."""
     return CardiacNets(preset(config) if isinstance(config, str) else config)
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

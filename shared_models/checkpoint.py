@@ -12,21 +12,18 @@ from pathlib import Path
 import torch
 
 from shared_models.cardiacnets import CardiacNets, build_model
+from shared_models.atomic_files import atomic_write
 from shared_models.config import CardiacNetsConfig
 
 CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: str | Path, model: CardiacNets, *, phase: str, step: int, data_hash: str = "") -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "phase": phase, "step": step,
         "data_hash": data_hash, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CardiacNets, dict]:

@@ -3,6 +3,7 @@ one-image filmstrip. Used by `predict`, the generator evaluation and the dashboa
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,19 @@ def to_images(clip: np.ndarray, scale: int = 2) -> list[Image.Image]:
     return [Image.fromarray(f, mode="L").resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
 
 
-def save_gif(clip: np.ndarray, path: str | Path, *, cycle_s: float = 1.0, scale: int = 2) -> Path:
-    """Looping animation of one cardiac cycle lasting `cycle_s` seconds."""
+def gif_bytes(clip: np.ndarray, *, cycle_s: float = 1.0, scale: int = 2) -> bytes:
+    """Looping animation of one cardiac cycle lasting `cycle_s` seconds, as GIF bytes."""
     images = to_images(clip, scale)
+    buffer = io.BytesIO()
+    duration_ms = max(20, int(1000 * cycle_s / len(images)))
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return buffer.getvalue()
+
+
+def save_gif(clip: np.ndarray, path: str | Path, *, cycle_s: float = 1.0, scale: int = 2) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    duration_ms = max(20, int(1000 * cycle_s / len(images)))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    path.write_bytes(gif_bytes(clip, cycle_s=cycle_s, scale=scale))
     return path
 
 

@@ -11,7 +11,7 @@ from shared_models.targets import DISEASES, INDICATORS, LEADS
 @dataclass
 class EcgEncoderConfig:
     n_leads: int = len(LEADS)
-    sampling_rate_hz: int = 500  # must match the site configs' ecg.sampling_rate_hz
+    sampling_rate_hz: int = 500  # site configs are checked against these (sitedata.model_geometry)
     window_s: float = 10.0
     patch_s: float = 0.2  # one token = one lead x 0.2 s (reference design)
     dim: int = 64
@@ -36,8 +36,8 @@ class EcgEncoderConfig:
 
 @dataclass
 class CmrEncoderConfig:
-    frames: int = 16  # must match the site configs' cmr.frames
-    image_size: int = 64  # must match cmr.image_size
+    frames: int = 16
+    image_size: int = 64
     tubelet_frames: int = 4  # space-time patch: 4 frames x 8 x 8 pixels
     tubelet_pixels: int = 8
     dim: int = 64

@@ -1,10 +1,10 @@
 """Evaluation of one phase over a loader: aggregate metrics only (no per-subject outputs leave this
 function), as flat {name: float} so that Flower's MetricRecord and the metrics JSON take them as they are.
 
-Names: "loss", "num-examples"; pretrain: "masked_ecg", "alignment_cosine", "retrieval_top1";
-generator: "generator_loss", and with `generate_samples` "ssim", "psnr", "ef_proxy_mae" (+ "baseline_*"
-for a given reference clip); finetune: "r2/<indicator>", "pearson/<indicator>", "mae/<indicator>",
-"auroc/<disease>", "auprc/<disease>" (+ "_low"/"_high" bootstrap bounds), "mean_r2", "mean_auroc".
+Names (shared_models.site_metrics.MetricKey): loss and num-examples; pretrain: masked ECG loss, alignment
+cosine and ECG->CMR retrieval top-1; generator: generator loss, and with `generate_samples` SSIM, PSNR and the
+EF-proxy error (+ baselines for a given reference clip); finetune: per-target r2/pearson/mae/auroc/auprc
+(+ "_low"/"_high" bootstrap bounds) and their means.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
+from shared_models.site_metrics import MetricKey, per_target, plain
 from shared_models.targets import DISEASES, INDICATORS
 from shared_models.training import contributing, resolve_device, supervised_loss, unstandardise_indicators
 
@@ -35,7 +36,7 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
             continue
         if phase == "pretrain":
             per_sample = model.masked_ecg_loss(batch, generator)
-            collected.add(masked_ecg=per_sample)
+            collected.add(masked_ecg_per_sample=per_sample)
             paired = batch["has_cmr"]
             if paired.any():
                 subset = {k: v[paired] for k, v in batch.items()}
@@ -57,15 +58,15 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
                           disease_target=batch["diseases"], disease_mask=batch["disease_mask"])
         loss_sum += float(loss) * count
         n += count
-    result = {"loss": loss_sum / n if n else float("nan"), "num-examples": float(n)}
+    result = {MetricKey.LOSS: loss_sum / n if n else float("nan"), MetricKey.NUM_EXAMPLES: float(n)}
     if phase == "pretrain":
         result.update(_pretrain_metrics(collected))
     elif phase == "generator":
-        result["generator_loss"] = result["loss"]
+        result[MetricKey.GENERATOR_LOSS] = result[MetricKey.LOSS]
         result.update(_generator_metrics(collected, reference_clip))
     else:
         result.update(_finetune_metrics(collected, bootstrap, seed))
-    return result
+    return plain(result)
 
 
 class _Collected:
@@ -86,13 +87,13 @@ class _Collected:
 
 
 def _pretrain_metrics(c: _Collected) -> dict[str, float]:
-    out = {"masked_ecg": float(c["masked_ecg"].mean()) if c.count("masked_ecg") else float("nan")}
+    out = {MetricKey.MASKED_ECG: float(c["masked_ecg_per_sample"].mean()) if c.count("masked_ecg_per_sample") else float("nan")}
     if c.count("ecg_embedding") >= 2:
         ecg, cmr = c["ecg_embedding"], c["cmr_embedding"]
         similarity = ecg @ cmr.T  # (paired, paired) cosine
-        out["alignment_cosine"] = float(np.diag(similarity).mean())
-        out["retrieval_top1"] = float((similarity.argmax(1) == np.arange(len(ecg))).mean())
-        out["retrieval_chance"] = 1.0 / len(ecg)
+        out[MetricKey.ALIGNMENT_COSINE] = float(np.diag(similarity).mean())
+        out[MetricKey.RETRIEVAL_TOP1] = float((similarity.argmax(1) == np.arange(len(ecg))).mean())
+        out[MetricKey.RETRIEVAL_CHANCE] = 1.0 / len(ecg)
     return out
 
 
@@ -101,16 +102,16 @@ def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None) -> dict
         return {}
     real, generated = c["real"], c["generated"]
     out = {
-        "ssim": float(np.mean([metrics.ssim(r, g) for r, g in zip(real, generated)])),
-        "psnr": float(np.mean([metrics.psnr(r, g) for r, g in zip(real, generated)])),
-        "ef_proxy_mae": _ef_proxy_mae(real, generated),
-        "generated_samples": float(len(real)),
+        MetricKey.SSIM: float(np.mean([metrics.ssim(r, g) for r, g in zip(real, generated)])),
+        MetricKey.PSNR: float(np.mean([metrics.psnr(r, g) for r, g in zip(real, generated)])),
+        MetricKey.EF_PROXY_MAE: _ef_proxy_mae(real, generated),
+        MetricKey.GENERATED_SAMPLES: float(len(real)),
     }
     if reference_clip is not None:
         baseline = np.broadcast_to(reference_clip, real.shape)
-        out["baseline_ssim"] = float(np.mean([metrics.ssim(r, reference_clip) for r in real]))
-        out["baseline_psnr"] = float(np.mean([metrics.psnr(r, reference_clip) for r in real]))
-        out["baseline_ef_proxy_mae"] = _ef_proxy_mae(real, baseline)
+        out[MetricKey.BASELINE_SSIM] = float(np.mean([metrics.ssim(r, reference_clip) for r in real]))
+        out[MetricKey.BASELINE_PSNR] = float(np.mean([metrics.psnr(r, reference_clip) for r in real]))
+        out[MetricKey.BASELINE_EF_PROXY_MAE] = _ef_proxy_mae(real, baseline)
     return out
 
 
@@ -127,19 +128,19 @@ def _finetune_metrics(c: _Collected, bootstrap: int, seed: int) -> dict[str, flo
     prediction, target, mask = c["indicators"], c["indicator_target"], c["indicator_mask"].astype(bool)
     for i, name in enumerate(INDICATORS):
         labelled = mask[:, i]
-        out[f"r2/{name}"] = metrics.r2(target[labelled, i], prediction[labelled, i])
-        out[f"pearson/{name}"] = metrics.pearson_r(target[labelled, i], prediction[labelled, i])
-        out[f"mae/{name}"] = metrics.mae(target[labelled, i], prediction[labelled, i])
+        out[per_target("r2", name)] = metrics.r2(target[labelled, i], prediction[labelled, i])
+        out[per_target("pearson", name)] = metrics.pearson_r(target[labelled, i], prediction[labelled, i])
+        out[per_target("mae", name)] = metrics.mae(target[labelled, i], prediction[labelled, i])
     probability, labels, mask = c["disease_prob"], c["disease_target"], c["disease_mask"].astype(bool)
     for i, name in enumerate(DISEASES):
         y, p = labels[mask[:, i], i], probability[mask[:, i], i]
-        out[f"auroc/{name}"] = metrics.auroc(y, p)
-        out[f"auprc/{name}"] = metrics.auprc(y, p)
+        out[per_target("auroc", name)] = metrics.auroc(y, p)
+        out[per_target("auprc", name)] = metrics.auprc(y, p)
         if bootstrap:
             out[f"auroc/{name}_low"], out[f"auroc/{name}_high"] = metrics.bootstrap_ci(metrics.auroc, y, p, n=bootstrap, seed=seed)
             out[f"auprc/{name}_low"], out[f"auprc/{name}_high"] = metrics.bootstrap_ci(metrics.auprc, y, p, n=bootstrap, seed=seed)
-    out["mean_r2"] = _nanmean([out[f"r2/{name}"] for name in INDICATORS])
-    out["mean_auroc"] = _nanmean([out[f"auroc/{name}"] for name in DISEASES])
+    out[MetricKey.MEAN_R2] = _nanmean([out[per_target("r2", name)] for name in INDICATORS])
+    out[MetricKey.MEAN_AUROC] = _nanmean([out[per_target("auroc", name)] for name in DISEASES])
     return out
 
 

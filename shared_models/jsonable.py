@@ -1,5 +1,6 @@
-"""Strict JSON for metrics: an undefined metric (NaN, inf) becomes null and numpy scalars plain numbers, in
-nested dicts and lists alike. Used for `metrics.json` files and the run database's JSON columns."""
+"""Strict JSON for metrics: an undefined metric (NaN, inf) becomes null, numpy scalars and arrays plain numbers
+and lists, anything else (paths, enums) its string, in nested dicts and lists alike. The one JSON-safe converter:
+`metrics.json` files, the preprocessing cache's metadata and the run database's JSON columns."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ def finite_or_null(value):
         return {k: finite_or_null(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_or_null(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return finite_or_null(value.tolist())
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)

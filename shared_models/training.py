@@ -26,6 +26,8 @@ from shared_models.cardiacnets import CardiacNets
 from shared_models.targets import INDICATOR_REFERENCE, INDICATORS
 
 PHASES = ("pretrain", "generator", "finetune")
+# Top-level model parts that learn only from ECG-CMR pairs: a site weights their update by its pairs, not its ECGs.
+PAIRED_PARTS = frozenset({"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"})
 ALIGNMENTS = ("infonce", "distill")
 
 
@@ -38,7 +40,6 @@ class TrainOptions:
     finetune_mode: str = "full"  # full: encoder + heads; linear: heads only (linear probe)
     alignment: str = "infonce"  # infonce: CLIP loss (couples a batch, so not under DP); distill: per-sample
     alignment_weight: float = 1.0
-    freeze_cmr: bool = False  # pretrain: align the ECG to a fixed CMR encoder
     proximal_mu: float = 0.0  # FedProx: pull towards the round's global weights (0: off)
     max_steps: int = 0  # stop after this many optimizer steps (0: run the epochs)
     seed: int = 0
@@ -73,9 +74,8 @@ def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
         parts = {"ecg_encoder", "ecg_decoder"}
         if has_cmr:
             parts |= {"ecg_projection"}
-            if not options.freeze_cmr:
-                # distill: the CMR side learns by masked CMR modelling alone (its projection stays fixed)
-                parts |= {"cmr_encoder", "cmr_decoder"} if options.alignment == "distill" else {"cmr_encoder", "cmr_projection"}
+            # distill: the CMR side learns by masked CMR modelling alone (its projection stays fixed)
+            parts |= {"cmr_encoder", "cmr_decoder"} if options.alignment == "distill" else {"cmr_encoder", "cmr_projection"}
         return parts
     if options.phase == "generator":
         return {"generator"} if has_cmr else set()
@@ -138,9 +138,7 @@ class PhaseObjective(nn.Module):
         loss = _mean(model.masked_ecg_loss(batch))
         if options.alignment == "infonce":
             return loss + options.alignment_weight * model.contrastive_loss(batch)
-        aligned = options.alignment_weight * model.distillation_loss(batch)
-        if not options.freeze_cmr:
-            aligned = aligned + model.masked_cmr_loss(batch)
+        aligned = options.alignment_weight * model.distillation_loss(batch) + model.masked_cmr_loss(batch)
         return loss + _mean(aligned)
 
 

@@ -228,6 +228,6 @@ max_grad_norm = 1.0
 
 [training]
 batch_size = 32
-local_epochs = 1
+max_local_epochs = 5
 device = "auto"
 """

@@ -7,8 +7,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from client.cmr_ingest import CmrError, read_cmr
-from client.site_config import CmrSettings
+from sitedata.cmr_ingest import CmrError, read_cmr
+from sitedata.site_config import CmrSettings
 from synthetic.cmr_phantom import Scanner, render_cine
 from synthetic.latent_state import Prevalence, sample_state
 from synthetic.writers import write_dicom_cine, write_nifti

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from client.ecg_ingest import EcgError, read_ecg, remove_baseline_wander, resample
-from client.site_config import EcgSettings
+from sitedata.ecg_ingest import EcgError, read_ecg, remove_baseline_wander, resample
+from sitedata.site_config import EcgSettings
 from shared_models.targets import LEADS
 from synthetic.writers import write_wfdb
 

@@ -56,7 +56,7 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
 
 
 def test_provisioning_writes_private_keys_0600_and_a_loopback_certificate(tmp_path):
-    from server.provision import provision
+    from cardiacfl.provision import provision
 
     paths = provision(tmp_path, ["site-a", "site-b"])
     private = [paths["superlink_key"], tmp_path / "server" / "ca.key"] + [paths["kits"][s] / f"{s}.key" for s in ("site-a", "site-b")]
@@ -89,7 +89,8 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
 
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-    from server.run_db import Round, RunDatabase, SiteMetric
+    from rundb.schema import Round, SiteMetric
+    from rundb.writer import RunDatabase
     from server.strategy import StudyRecorder, make_strategy
     from server.study_config import PhasePlan, load_study_config
 
@@ -118,8 +119,8 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
 
 
 def test_cmr_side_parts_are_weighted_by_pairs_only(tiny_cohort_template):
-    from client.site_config import load_site_config
-    from client.site_data import prepare_site
+    from sitedata.site_config import load_site_config
+    from sitedata.site_data import prepare_site
     from client.site_round import part_examples, phase_dataset
 
     site = prepare_site(load_site_config(tiny_cohort_template / "site_configs" / "hospital-a.toml"))

@@ -68,8 +68,8 @@ def test_planned_sample_rate_and_steps_are_what_opacus_uses(tiny_cohort_template
     from torch.utils.data import DataLoader
 
     from client.privacy import OpacusPrivatizer
-    from client.site_config import load_site_config
-    from client.site_data import prepare_site
+    from sitedata.site_config import load_site_config
+    from sitedata.site_data import prepare_site
     from client.site_round import _steps_per_epoch, phase_dataset
     from shared_models.cardiacnets import build_model
     from shared_models.training import TrainOptions, train_phase

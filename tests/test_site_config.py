@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from client.site_config import SiteConfigError, load_site_config
+from sitedata.site_config import SiteConfigError, load_site_config
 from synthetic.cohort import BASE_PROFILES, render_site_config
 
 REPO = Path(__file__).resolve().parents[1]

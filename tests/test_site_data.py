@@ -10,10 +10,10 @@ import pydicom
 import pytest
 from typer.testing import CliRunner
 
-import client.site_data as site_data
+import sitedata.site_data as site_data
 from cardiacfl.cli import app
-from client.site_config import load_site_config
-from client.site_data import prepare_site
+from sitedata.site_config import load_site_config
+from sitedata.site_data import prepare_site
 from synthetic.writers import write_wfdb
 
 

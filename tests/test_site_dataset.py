@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from client.site_config import load_site_config
-from client.site_data import prepare_site
-from client.site_dataset import SiteDataset
+from sitedata.site_config import load_site_config
+from sitedata.site_data import prepare_site
+from sitedata.site_dataset import SiteDataset
 
 
 def _site(cohort, name):

@@ -6,7 +6,7 @@ import filecmp
 import numpy as np
 import pytest
 
-from client.site_config import load_site_config
+from sitedata.site_config import load_site_config
 from synthetic.cmr_phantom import Scanner, render_cine
 from synthetic.cohort import generate_cohort
 from synthetic.ecg_wave_model import synthesize_ecg
@@ -119,7 +119,7 @@ def test_limb_leads_obey_einthoven_and_goldberger():
 
 @pytest.mark.slow
 def test_default_demo_cohort_generates_and_every_site_checks_clean(tmp_path):
-    from client.site_data import prepare_site
+    from sitedata.site_data import prepare_site
 
     configs = generate_cohort(tmp_path, n_sites=3, subjects=150, seed=0)
     for path in configs:

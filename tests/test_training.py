@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from client.privacy import OpacusPrivatizer
-from client.site_config import load_site_config
-from client.site_data import prepare_site
-from client.site_dataset import SiteDataset
+from client.privacy_ledger import epsilon_of
+from sitedata.site_config import load_site_config
+from sitedata.site_data import prepare_site
+from sitedata.site_dataset import SiteDataset
 from shared_models.cardiacnets import build_model
 from shared_models.evaluation import evaluate
 from shared_models.training import TrainOptions, train_phase
@@ -100,7 +101,7 @@ def test_every_phase_trains_under_dp_sgd(loader, phase):
     assert expected <= changed
     (sigma, sample_rate, steps), = privatizer.history
     assert sigma == 1.0 and steps == result.steps and 0 < sample_rate < 1
-    assert privatizer.epsilon(1e-5) > 0
+    assert epsilon_of(privatizer.history, 1e-5) > 0
     # hooks are gone: the model trains again without DP
     train_phase(model, loader, TrainOptions(phase=phase, max_steps=1))
 
@@ -120,7 +121,7 @@ def test_accountant_history_continues_across_calls(loader):
     train_phase(model, loader, TrainOptions(phase="finetune"), privatize=second)
     second.close()
     assert sum(steps for _, _, steps in second.history) == 2 * sum(steps for _, _, steps in first.history)
-    assert second.epsilon(1e-5) > first.epsilon(1e-5)
+    assert epsilon_of(second.history, 1e-5) > epsilon_of(first.history, 1e-5)
 
 
 def test_evaluation_reports_aggregates_per_phase(loader):

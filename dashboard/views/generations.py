@@ -1,7 +1,6 @@
 """Generations: the reference-panel ECG (12 leads) beside the CMR clip the global model generated from it,
 with a round slider, the clip as an animation and as frames, and SSIM/PSNR where the real clip exists."""
 
-import io
 
 import altair as alt
 import numpy as np
@@ -9,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from shared_models.cine_media import filmstrip, to_images
+from shared_models.cine_media import filmstrip, gif_bytes
 from shared_models.targets import LEADS
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
@@ -28,10 +27,7 @@ arrays = data.generation_arrays(url, int(row["id"]))
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Generated CMR")
-    frames = to_images(arrays["generated"], scale=3)
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=60, loop=0)
-    st.image(buffer.getvalue(), caption="generated cine (animation)")
+    st.image(gif_bytes(arrays["generated"], scale=3), caption="generated cine (animation)")
     if row["ssim"] == row["ssim"] and row["ssim"] is not None:
         st.metric("SSIM vs real", f"{row['ssim']:.3f}")
         st.metric("PSNR vs real", f"{row['psnr']:.1f} dB")

@@ -4,6 +4,7 @@ import altair as alt
 import streamlit as st
 
 from dashboard import data
+from shared_models.site_metrics import MetricKey as K
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 
@@ -24,7 +25,7 @@ def live() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Global validation metrics")
-        chosen = [m for m in ("global/loss", "global/mean_auroc", "global/mean_r2") if m in metrics]
+        chosen = [m for m in (f"global/{k}" for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2)) if m in metrics]
         long = rounds.melt(id_vars=["step", "phase", "round"], value_vars=chosen, var_name="metric").dropna()
         st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
             x=alt.X("step:Q", title="round (all phases)"), y="value:Q", color="metric:N",
@@ -35,7 +36,7 @@ def live() -> None:
             x=alt.X("step:Q", title="round (all phases)"), y=alt.Y("seconds:Q", title="seconds"), color="phase:N",
             tooltip=["phase", "round", "seconds"]).properties(height=280), use_container_width=True)
     st.subheader("Sites")
-    fits = data.site_metrics(url, study_id, "fit", ("declined", "reason", "loss"))
+    fits = data.site_metrics(url, study_id, "fit", (K.DECLINED, K.REASON, K.LOSS))
     if fits.empty:
         st.info("No site has reported yet.")
         return

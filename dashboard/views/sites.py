@@ -5,6 +5,7 @@ import altair as alt
 import streamlit as st
 
 from dashboard import data
+from shared_models.site_metrics import MetricKey as K
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Sites")
@@ -12,7 +13,7 @@ names = data.metric_names(url, study_id, "evaluate")
 if not names:
     st.info("No site has evaluated a round yet.")
     st.stop()
-default = names.index("loss") if "loss" in names else 0
+default = names.index(K.LOSS) if K.LOSS in names else 0
 metric = st.selectbox("Validation metric", names, index=default)
 frame = data.site_metrics(url, study_id, "evaluate", (metric,)).dropna(subset=[metric])
 frame["label"] = frame["phase"] + " " + frame["round"].astype(str)
@@ -21,14 +22,14 @@ st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
     x=alt.X("step:Q", title="round (all phases)"), y=alt.Y(f"{metric}:Q", title=metric), color="site:N",
     tooltip=["site", "label", metric]).properties(height=320), use_container_width=True)
 
-fits = data.site_metrics(url, study_id, "fit", ("declined", "reason", "steps", "seconds"))
+fits = data.site_metrics(url, study_id, "fit", (K.DECLINED, K.REASON, K.STEPS, K.SECONDS))
 if not fits.empty:
     st.subheader("Contribution")
     summary = fits.groupby("site").agg(samples_last_round=("examples", "last"), rounds_trained=("examples", lambda e: int((e > 0).sum())),
-                                       rounds_declined=("declined", lambda d: int((d.fillna(0) > 0).sum())),
+                                       rounds_declined=(K.DECLINED, lambda d: int((d.fillna(0) > 0).sum())),
                                        last_seen=("time", "max")).reset_index()
     st.dataframe(summary, hide_index=True, use_container_width=True)
-    declined = fits[fits["declined"].fillna(0) > 0][["site", "phase", "round", "reason"]]
+    declined = fits[fits[K.DECLINED].fillna(0) > 0][["site", "phase", "round", K.REASON]]
     if not declined.empty:
         st.subheader("Declined rounds")
         st.dataframe(declined, hide_index=True, use_container_width=True)

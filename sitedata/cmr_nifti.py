@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.cmr_ingest import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
-from client.site_config import CmrSettings
+from sitedata.cmr_geometry import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
+from sitedata.site_config import CmrSettings
 
 _RAS_TO_LPS = np.array([-1.0, -1.0, 1.0])
 

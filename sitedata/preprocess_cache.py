@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from shared_models.atomic_files import atomic_write, atomic_write_bytes
+from shared_models.jsonable import finite_or_null
 
 # Bump when ingest code changes what it produces for the same file and settings.
 PREPROCESS_VERSION = 1
@@ -63,7 +64,7 @@ class PreprocessCache:
     def flush(self) -> None:
         """Persist the digest memo (call once after a pass over the site)."""
         if self._digests_dirty:
-            _atomic_write_bytes(self._digest_file, json.dumps(self._digests).encode())
+            atomic_write_bytes(self._digest_file, json.dumps(self._digests).encode())
             self._digests_dirty = False
 
     # entries ------------------------------------------------------------------------------------
@@ -82,11 +83,11 @@ class PreprocessCache:
 
     def put(self, key: str, array: np.ndarray, meta: dict) -> None:
         # The array lands before its metadata: a metadata file always means a complete entry.
-        _atomic_write(self._path(key, ".npy"), lambda handle: np.save(handle, np.ascontiguousarray(array)))
-        _atomic_write_bytes(self._path(key, ".json"), json.dumps(meta, default=_json_default).encode())
+        atomic_write(self._path(key, ".npy"), lambda handle: np.save(handle, np.ascontiguousarray(array)))
+        atomic_write_bytes(self._path(key, ".json"), json.dumps(finite_or_null(meta)).encode())
 
     def put_failure(self, key: str, reason: str) -> None:
-        _atomic_write_bytes(self._path(key, ".json"), json.dumps({"error": reason}).encode())
+        atomic_write_bytes(self._path(key, ".json"), json.dumps({"error": reason}).encode())
 
     def _path(self, key: str, suffix: str) -> Path:
         return self.entries / key[:2] / f"{key}{suffix}"
@@ -96,23 +97,3 @@ class PreprocessCache:
             return json.loads(self._digest_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through `write(handle)` into a temp file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        write(handle)
-    os.replace(handle.name, path)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda handle: handle.write(data))
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

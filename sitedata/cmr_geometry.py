@@ -1,4 +1,4 @@
-"""CMR ingest shared by the DICOM and NIfTI readers: one short-axis cine slice in scanner units and its
+"""CMR geometry shared by the DICOM and NIfTI readers: one short-axis cine slice in scanner units and its
 pixel spacing become a model clip of fixed spacing, size and frame count, normalised per study.
 
 Orientation: both readers turn the slice so that each in-plane axis points along the positive direction of
@@ -8,12 +8,11 @@ its dominant patient (LPS) axis; a DICOM series and its NIfTI conversion then gi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
-from client.site_config import CmrSettings
+from sitedata.site_config import CmrSettings
 
 
 class CmrError(ValueError):
@@ -24,23 +23,6 @@ class CmrError(ValueError):
 class CmrClip:
     frames: np.ndarray  # (F, H, W) float32 in [0, 1], one short-axis slice over one cardiac cycle
     meta: dict = field(default_factory=dict)  # source spacing, frame count, series, slice, intensity window …
-
-
-def read_cmr(path: str | Path, settings: CmrSettings) -> CmrClip:
-    """Read a DICOM folder (or single multi-frame file) or a NIfTI volume into a model clip."""
-    path = Path(path)
-    if not path.exists():
-        raise CmrError(f"CMR path not found: {path}")
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        from client.cmr_nifti import read_nifti_slice
-
-        stack, spacing, meta = read_nifti_slice(path, settings)
-    else:
-        from client.cmr_dicom import read_dicom_slice
-
-        stack, spacing, meta = read_dicom_slice(path, settings)
-    return to_model_clip(stack, spacing, settings, meta)
 
 
 def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: CmrSettings, meta: dict) -> CmrClip:

@@ -1,20 +1,15 @@
-"""The run database: what the ServerApp records and the dashboard reads. SQLite file or any SQLAlchemy URL
-(PostgreSQL for a lab server). Only aggregates are stored: per-site metrics, ε, round summaries and
-generated clips from the lab's reference panel; never patient data.
-"""
+"""The run database's tables. Only aggregates are stored: per-site metrics, ε, round summaries and generated
+clips from the lab's reference panel; never patient data."""
 
 from __future__ import annotations
 
 import io
-import json
 import time
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, create_engine, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
-
-from shared_models.jsonable import finite_or_null
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 1
 
@@ -80,53 +75,6 @@ class Generation(_PerRound, Base):
     real: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     ssim: Mapped[float | None] = mapped_column(Float, nullable=True)
     psnr: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class RunDatabase:
-    """One engine and sessionmaker per process; every write is its own transaction."""
-
-    def __init__(self, url: str):
-        self.url = url if "://" in url else f"sqlite:///{url}"
-        self.engine = create_engine(self.url)
-        Base.metadata.create_all(self.engine)
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session.begin() as s:
-            if s.get(SchemaInfo, SCHEMA_VERSION) is None:
-                s.add(SchemaInfo(version=SCHEMA_VERSION))
-
-    def start_study(self, name: str, preset: str, config: dict, total_rounds: int) -> int:
-        with self.session.begin() as s:
-            study = Study(name=name, preset=preset, config=json.loads(json.dumps(config, default=str)), total_rounds=total_rounds)
-            s.add(study)
-            s.flush()
-            return study.id
-
-    def update_study(self, study_id: int, **values) -> None:
-        with self.session.begin() as s:
-            study = s.get(Study, study_id)
-            for key, value in values.items():
-                setattr(study, key, value)
-
-    def upsert_round(self, study_id: int, phase: str, server_round: int, **values) -> None:
-        with self.session.begin() as s:
-            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
-            if row is None:
-                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
-                s.add(row)
-            for key, value in values.items():
-                setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
-
-    def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
-        """(phase, round, kind, site, metrics) rows, all in one transaction."""
-        with self.session.begin() as s:
-            s.add_all([SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
-                                  examples=int(metrics.get("examples", metrics.get("num-examples", 0)) or 0),
-                                  epsilon=metrics.get("epsilon"), metrics=finite_or_null(metrics))
-                       for phase, server_round, kind, site, metrics in rows])
-
-    def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
-        with self.session.begin() as s:
-            s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from client.cmr_ingest import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
-from client.site_config import CmrSettings
+from sitedata.cmr_geometry import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
+from sitedata.site_config import CmrSettings
 
 _CINE_WORDS = re.compile(r"cine|sax|short|ssfp|fiesta|trufi", re.IGNORECASE)
 _LONG_AXIS_WORDS = re.compile(r"2ch|3ch|4ch|lax|long|loc|scout|survey", re.IGNORECASE)

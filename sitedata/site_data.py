@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 
-from client.cmr_ingest import CmrError, read_cmr
-from client.data_report import DataReport, RecordProblem
-from client.ecg_ingest import EcgError, read_ecg, wfdb_record_base
-from client.manifest import SPLITS, ManifestError, ManifestRow, read_manifest
-from client.preprocess_cache import CachedFailure, PreprocessCache
-from client.site_config import SiteConfig
+from sitedata.cmr_ingest import CmrError, read_cmr
+from sitedata.data_report import DataReport, RecordProblem
+from sitedata.ecg_ingest import EcgError, read_ecg, wfdb_record_base
+from sitedata.manifest import SPLITS, ManifestError, ManifestRow, read_manifest
+from sitedata.preprocess_cache import CachedFailure, PreprocessCache
+from sitedata.site_config import SiteConfig
 from shared_models.targets import DISEASES, INDICATORS
 
 

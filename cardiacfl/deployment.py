@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from server.provision import provision
+from cardiacfl.provision import provision
 from server.study_config import StudyConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ class Processes:
 
 def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None, resume: bool = False,
               status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
-    from client.site_config import load_site_config
+    from sitedata.site_config import load_site_config
 
     work = work.resolve()  # Flower's connection config wants absolute paths
     paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
@@ -162,17 +162,25 @@ def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None
 def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
             warn: Callable[[str], None] = print, timeout: float = 6 * 3600) -> str:
     """Poll the run database until the study started after `after` finishes or fails; returns that status."""
-    from server.run_db import RunDatabase, Study
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    from rundb.reader import open_readonly
+    from rundb.schema import Study
 
     deadline = time.time() + timeout
-    db = None
+    engine = None
     while time.time() < deadline:
         processes.check(warn)
-        if db is None and db_path.exists():
-            db = RunDatabase(str(db_path))
-        if db is not None:
-            with db.session() as s:
-                study = s.query(Study).filter(Study.started >= after).order_by(Study.id.desc()).first()
+        if engine is None and db_path.exists():
+            engine = open_readonly(str(db_path))
+        if engine is not None:
+            with Session(engine) as s:
+                try:
+                    study = s.scalars(select(Study).where(Study.started >= after).order_by(Study.id.desc())).first()
+                except OperationalError:  # the ServerApp has not created the tables yet
+                    study = None
                 if study is not None:
                     snapshot = {"phase": study.current_phase, "round": study.current_round, "status": study.status,
                                 "total_rounds": study.total_rounds}

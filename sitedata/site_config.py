@@ -53,7 +53,7 @@ class PrivacySettings:
 @dataclass(frozen=True)
 class TrainingSettings:
     batch_size: int = 32
-    local_epochs: int = 1
+    max_local_epochs: int = 5  # the most local epochs a round may ask of this site; more is declined
     device: str = "auto"  # auto: CUDA when present, else CPU
 
 
@@ -117,7 +117,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     for key, value in [
         ("ecg.sampling_rate_hz", ecg.sampling_rate_hz), ("ecg.max_windows", ecg.max_windows),
         ("cmr.image_size", cmr.image_size), ("cmr.frames", cmr.frames),
-        ("training.batch_size", training.batch_size), ("training.local_epochs", training.local_epochs),
+        ("training.batch_size", training.batch_size), ("training.max_local_epochs", training.max_local_epochs),
     ]:
         if value < 1:
             check.fail(key, "a positive integer", value)

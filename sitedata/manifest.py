@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client.data_report import RecordProblem
+from sitedata.data_report import RecordProblem
 from shared_models.targets import DISEASES, INDICATORS
 
 REQUIRED_COLUMNS = ("subject_id", "ecg_path")

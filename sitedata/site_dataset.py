@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from client.site_data import PreparedSite, SubjectEntry
+from sitedata.site_data import PreparedSite, SubjectEntry
 
 
 class SiteDataset(Dataset):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from client.site_config import EcgSettings
+from sitedata.site_config import EcgSettings
 from shared_models.targets import LEADS
 
 # Header spellings seen in MIMIC-IV-ECG, PTB-XL, PTB and MIT-BIH, lower-cased; MLII is a modified lead II.

@@ -1,0 +1,61 @@
+"""The run database's only writer (the ServerApp, and the seeded study for tests): creates the tables on
+first use; every write is its own transaction."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import sessionmaker
+
+from rundb.schema import SCHEMA_VERSION, Base, Generation, Round, SchemaInfo, SiteMetric, Study
+from rundb.url import database_url
+from shared_models.jsonable import finite_or_null
+from shared_models.site_metrics import MetricKey as K
+
+
+class RunDatabase:
+    """One engine and sessionmaker per process; every write is its own transaction."""
+
+    def __init__(self, url: str):
+        self.url = database_url(url)
+        self.engine = create_engine(self.url)
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        with self.session.begin() as s:
+            if s.get(SchemaInfo, SCHEMA_VERSION) is None:
+                s.add(SchemaInfo(version=SCHEMA_VERSION))
+
+    def start_study(self, name: str, preset: str, config: dict, total_rounds: int) -> int:
+        with self.session.begin() as s:
+            study = Study(name=name, preset=preset, config=finite_or_null(config), total_rounds=total_rounds)
+            s.add(study)
+            s.flush()
+            return study.id
+
+    def update_study(self, study_id: int, **values) -> None:
+        with self.session.begin() as s:
+            study = s.get(Study, study_id)
+            for key, value in values.items():
+                setattr(study, key, value)
+
+    def upsert_round(self, study_id: int, phase: str, server_round: int, **values) -> None:
+        with self.session.begin() as s:
+            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
+            if row is None:
+                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
+                s.add(row)
+            for key, value in values.items():
+                setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
+
+    def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
+        """(phase, round, kind, site, metrics) rows, all in one transaction."""
+        with self.session.begin() as s:
+            s.add_all([SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
+                                  examples=int(metrics.get(K.EXAMPLES, metrics.get(K.NUM_EXAMPLES, 0)) or 0),
+                                  epsilon=metrics.get(K.EPSILON), metrics=finite_or_null(metrics))
+                       for phase, server_round, kind, site, metrics in rows])
+
+    def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
+        with self.session.begin() as s:
+            s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))

@@ -1,0 +1,40 @@
+"""The round contract: what the server asks of a site for one round, sent as a flat Flower ConfigRecord.
+The server builds it, the site parses it; its field names are the record's keys, defined here only."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    study: str
+    phase: str
+    server_round: int
+    preset: str
+    plan: str  # "phase:rounds:local_epochs,..." (the whole study, for the noise multiplier)
+    local_epochs: int = 1
+    lr: float = 1e-3
+    proximal_mu: float = 0.0
+    finetune_mode: str = "full"
+    dp: bool = True
+    max_site_examples: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict) -> "RoundConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+    def to_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_plan_text(text: str) -> list[tuple[str, int, int]]:
+    """'pretrain:2:1,finetune:3:2' -> [(phase, rounds, local epochs), ...]."""
+    return [(name, int(rounds), int(epochs)) for name, rounds, epochs in (item.split(":") for item in text.split(",") if item)]
+
+
+def plan_text(phases: list[tuple[str, int, int]]) -> str:
+    return ",".join(f"{name}:{rounds}:{epochs}" for name, rounds, epochs in phases)

@@ -1,0 +1,85 @@
+"""The metric contract: every key a site sends in its fit and evaluate replies, and that the server, the run
+database, the summary and the dashboard read. Add a site metric here and every room sees the same name.
+
+Values are plain numbers or short strings (Flower's Scalar): aggregates only, never per-patient values.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MetricKey(StrEnum):
+    # identity and outcome of a round at a site
+    SITE = "site"  # the site's own name (informational: the server identifies a site by its node)
+    PHASE = "phase"
+    ROUND = "round"
+    DECLINED = "declined"  # 1 when the site refused the round
+    REASON = "reason"  # why it declined, or why it had nothing to train
+    EXAMPLES = "examples"  # training samples this round (0 when declined)
+    NUM_EXAMPLES = "num-examples"  # validation samples scored
+    # training
+    LOSS = "loss"
+    STEPS = "steps"
+    SECONDS = "seconds"
+    PREPARE_S = "prepare_s"  # site data, model and DP set-up
+    STARTUP_S = "startup_s"  # process start -> handler (interpreter, Flower, message decoding)
+    IMPORT_S = "import_s"  # torch and model-code imports
+    # privacy: the site's own policy and lifetime ledger
+    EPSILON = "epsilon"  # lifetime ε spent so far (cumulative over every round, phase and restart)
+    TARGET_EPSILON = "target_epsilon"
+    DELTA = "delta"
+    NOISE_MULTIPLIER = "noise_multiplier"
+    MAX_GRAD_NORM = "max_grad_norm"
+    SAMPLE_RATE = "sample_rate"
+    # validation (shared_models.evaluation)
+    MASKED_ECG = "masked_ecg"
+    ALIGNMENT_COSINE = "alignment_cosine"
+    RETRIEVAL_TOP1 = "retrieval_top1"
+    RETRIEVAL_CHANCE = "retrieval_chance"
+    GENERATOR_LOSS = "generator_loss"
+    SSIM = "ssim"
+    PSNR = "psnr"
+    EF_PROXY_MAE = "ef_proxy_mae"
+    GENERATED_SAMPLES = "generated_samples"
+    BASELINE_SSIM = "baseline_ssim"
+    BASELINE_PSNR = "baseline_psnr"
+    BASELINE_EF_PROXY_MAE = "baseline_ef_proxy_mae"
+    MEAN_AUROC = "mean_auroc"
+    MEAN_R2 = "mean_r2"
+
+
+def per_target(kind: str, name: str) -> str:
+    """Per-indicator and per-disease keys: 'auroc/CAD', 'r2/LVEF', 'pearson/LVEF', 'mae/LVEF'."""
+    return f"{kind}/{name}"
+
+
+TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON})  # every other key is a number
+# Per-site values that an example-weighted mean over sites would make meaningless.
+NOT_AVERAGED = frozenset({MetricKey.NUM_EXAMPLES, MetricKey.EPSILON, MetricKey.TARGET_EPSILON, MetricKey.DELTA,
+                          MetricKey.NOISE_MULTIPLIER, MetricKey.MAX_GRAD_NORM, MetricKey.SAMPLE_RATE, MetricKey.ROUND})
+# What the summary table and the dashboard's overview show of a round's global metrics.
+HEADLINE = (MetricKey.LOSS, MetricKey.MASKED_ECG, MetricKey.RETRIEVAL_TOP1, MetricKey.GENERATOR_LOSS,
+            MetricKey.MEAN_AUROC, MetricKey.MEAN_R2)
+
+
+def plain(metrics: dict) -> dict:
+    """Keys as plain strings, for Flower's records and JSON."""
+    return {str(k): v for k, v in metrics.items()}
+
+
+def weighted_mean_of_numbers(results: list[tuple[int, dict]]) -> dict[str, float]:
+    """Flower's `evaluate_metrics_aggregation_fn`: the example-weighted mean of every finite numeric metric
+    over the sites that reported it, leaving out per-site values (ε, δ, σ …)."""
+    import math
+
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for examples, metrics in results:
+        for key, value in metrics.items():
+            if key in NOT_AVERAGED or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if math.isfinite(value) and examples > 0:
+                sums[key] = sums.get(key, 0.0) + float(value) * examples
+                weights[key] = weights.get(key, 0.0) + examples
+    return {key: sums[key] / weights[key] for key in sums}
