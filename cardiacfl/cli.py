@@ -15,6 +15,10 @@ data_app = typer.Typer(help="Check and prepare a site's data (runs on site; data
 app.add_typer(data_app, name="data")
 study_app = typer.Typer(help="Run a federated study (coordinating lab).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
+site_app = typer.Typer(help="A hospital's own state (runs on site).", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+ledger_app = typer.Typer(help="The site's lifetime privacy ledger.", no_args_is_help=True)
+site_app.add_typer(ledger_app, name="ledger")
 console = Console(stderr=True)
 
 
@@ -267,3 +271,39 @@ def dashboard(
 
 if __name__ == "__main__":
     app()
+
+
+@ledger_app.command("verify")
+def ledger_verify(site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config.")) -> None:
+    """Check both ledger copies against their hash chains and each other; print the ε spent."""
+    from client.privacy_ledger import LedgerTampered
+    from client.site_round import open_ledger
+    from sitedata.site_config import load_site_config
+
+    config = load_site_config(site_config)
+    try:
+        with open_ledger(config) as ledger:
+            console.print(f"{config.site_id}: ledger intact ({len(ledger.entries)} entries, {len(ledger.rounds)} rounds); "
+                          f"ε spent {ledger.epsilon:.3f} of {config.privacy.target_epsilon:g} at δ={config.privacy.target_delta:g}")
+    except LedgerTampered as err:
+        console.print(f"[red]{config.site_id}: ledger not trusted:[/red] {err}", highlight=False)
+        raise typer.Exit(1)
+
+
+@ledger_app.command("reset")
+def ledger_reset(
+    site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
+    reason: str = typer.Option(..., "--reason", help="Why: recorded in the new ledger's first entry."),
+) -> None:
+    """Start a new ledger after a refused one. The old copies are kept beside it; spending restarts at zero,
+    which the lab's server sees and flags. Prefer restoring an intact copy when there is one."""
+    from client.privacy_ledger import reset_ledger
+    from sitedata.site_config import load_site_config
+
+    config = load_site_config(site_config)
+    try:
+        path = reset_ledger(config.ledger_path, site_id=config.site_id, reason=reason, copy_path=config.ledger_copy_path)
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2)
+    console.print(f"{config.site_id}: new ledger at {path} (reset recorded: {reason!r})")

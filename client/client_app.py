@@ -8,12 +8,18 @@ Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metri
 
 from __future__ import annotations
 
+import importlib
+
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
 from shared_models.round_contract import RoundConfig
+from shared_models import mask_prg
 from shared_models.site_metrics import MetricKey
+
+# ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
+mask_prg.install(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
 
 
 def _seconds_since_process_start() -> float:

@@ -1,10 +1,17 @@
-"""The one module that imports Opacus: it makes a site's training step private and carries the privacy
-accountant's history, so the training loop itself never changes ("business as usual" after make_private).
+"""Opacus at a site: it makes a site's training step private and carries the privacy accountant's history,
+so the training loop itself never changes ("business as usual" after make_private).
+
+The randomness DP rests on comes from the operating system, never from a seed the server sends: both the
+Gaussian noise and the Poisson sampling of batches (which the privacy amplification assumes secret) use
+generators seeded from `os.urandom`. Data order and augmentation may stay reproducible; these may not.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Iterable
+
+import torch
 
 from opacus import PrivacyEngine
 from torch import nn
@@ -23,6 +30,10 @@ class OpacusPrivatizer:
         self.poisson_sampling = poisson_sampling
         self.grad_sample_mode = grad_sample_mode
         self.engine = PrivacyEngine(accountant="rdp")
+        # Opacus' secure_mode needs torchcsprng, which has no build for current torch. Its data loader takes
+        # the Poisson sampler's generator from `secure_rng`, so that is where the site's own entropy goes.
+        self.engine.secure_rng = entropy_generator()
+        self.noise_generator = entropy_generator()
         if history:
             self.engine.accountant.load_state_dict({"history": [tuple(h) for h in history], "mechanism": "rdp"})
         self.module: nn.Module | None = None
@@ -31,7 +42,7 @@ class OpacusPrivatizer:
         self.module, optimizer, loader = self.engine.make_private(
             module=objective, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm, poisson_sampling=self.poisson_sampling,
-            grad_sample_mode=self.grad_sample_mode)
+            grad_sample_mode=self.grad_sample_mode, noise_generator=self.noise_generator)
         return self.module, optimizer, loader
 
     @property
@@ -44,3 +55,8 @@ class OpacusPrivatizer:
         if self.module is not None:
             self.module._close()
             self.module = None
+
+
+def entropy_generator() -> torch.Generator:
+    """A torch generator seeded with 64 bits from the operating system: unknown to the server."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))

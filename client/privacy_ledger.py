@@ -4,22 +4,36 @@ phase, study and restart, so the ε a site reports is always the total it has sp
 - The noise multiplier σ is fixed once, for the site's whole plan (every phase's sample rate x steps) so
   that the plan ends at the target ε; `make_private_with_epsilon` per round would restart at zero.
 - Before a round the site asks `check(...)`: if the round would take ε past the target, it is declined.
-- After a round `record(...)` appends the steps and rewrites the file atomically (temp file + rename), so a
-  crash leaves either the old or the new ledger, never a torn one.
+- The ledger is append-only and hash-chained: every entry (σ fixed, steps spent, round declined, reset) carries
+  the hash of the one before. It is written atomically to two places on the site's volume. Every open checks
+  both copies against their chains and against each other; an edited, missing or diverging ledger raises
+  `LedgerTampered`, and the site refuses to train until an operator restores a copy or runs the recorded
+  `cardiacfl site ledger reset --reason ...`.
+- `locked_ledger(...)` holds a file lock from read to write, so two rounds at one site cannot lose an update.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import getpass
+import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from opacus.accountants import RDPAccountant
 
 from shared_models.atomic_files import atomic_write_bytes
 
-LEDGER_VERSION = 1
+LEDGER_VERSION = 2
+GENESIS = "0" * 64
+
+
+class LedgerTampered(RuntimeError):
+    """The ledger cannot be trusted: missing, edited or diverging copies. The site must not train."""
 
 
 @dataclass
@@ -62,35 +76,61 @@ class PrivacyLedger:
     site_id: str
     target_epsilon: float
     target_delta: float
-    noise_multiplier: float | None = None
-    history: list[list] = field(default_factory=list)  # [[σ, q, steps], ...] in the order they were spent
-    rounds: list[dict] = field(default_factory=list)  # what each round spent, for audits and the dashboard
-    declined: list[dict] = field(default_factory=list)
+    copy_path: Path | None = None  # the second copy, in another place on the site's volume
+    entries: list[dict] = field(default_factory=list)  # the hash chain, oldest first
 
     @classmethod
-    def open(cls, path: str | Path, *, site_id: str, target_epsilon: float, target_delta: float) -> "PrivacyLedger":
+    def open(cls, path: str | Path, *, site_id: str, target_epsilon: float, target_delta: float,
+             copy_path: str | Path | None = None) -> "PrivacyLedger":
+        """Read and verify the ledger (both copies). Both absent: a new, empty ledger."""
         path = Path(path)
-        if not path.is_file():
-            return cls(path=path, site_id=site_id, target_epsilon=target_epsilon, target_delta=target_delta)
-        data = json.loads(path.read_text())
-        if data.get("version") != LEDGER_VERSION:
-            raise ValueError(f"{path}: privacy ledger version {data.get('version')!r}, expected {LEDGER_VERSION}")
-        if data["site_id"] != site_id:
-            raise ValueError(f"{path}: privacy ledger belongs to site {data['site_id']!r}, not {site_id!r}")
+        copy = Path(copy_path) if copy_path else None
+        if copy is not None and not copy.exists() and _is_version_1(path):
+            _migrate_version_1(path, site_id, copy)
+        primary = _read_chain(path, site_id)
+        second = _read_chain(copy, site_id) if copy else primary
+        if primary is None and second is None:
+            entries = []
+        elif primary is None or second is None:
+            missing = path if primary is None else copy
+            raise LedgerTampered(f"{missing}: privacy ledger copy is missing while the other copy exists")
+        elif primary != second:
+            raise LedgerTampered(f"{path} and {copy}: the two privacy ledger copies diverge")
+        else:
+            entries = primary
         # The budget can be lowered in the site config but spending never restarts.
         return cls(path=path, site_id=site_id, target_epsilon=target_epsilon, target_delta=target_delta,
-                   noise_multiplier=data["noise_multiplier"], history=data["history"], rounds=data["rounds"],
-                   declined=data["declined"])
+                   copy_path=copy, entries=entries)
+
+    # -- views of the chain -------------------------------------------------------------------------
+    @property
+    def noise_multiplier(self) -> float | None:
+        plans = [e["sigma"] for e in self.entries if e["kind"] == "plan"]
+        return plans[-1] if plans else None
+
+    @property
+    def history(self) -> list[list]:
+        """[[σ, q, steps], ...] in the order they were spent (an RDP accountant history)."""
+        return [list(e["mechanism"]) for e in self.entries if e["kind"] == "spend"]
+
+    @property
+    def rounds(self) -> list[dict]:
+        return [e for e in self.entries if e["kind"] == "spend"]
+
+    @property
+    def declined(self) -> list[dict]:
+        return [e for e in self.entries if e["kind"] == "decline"]
 
     @property
     def epsilon(self) -> float:
         return epsilon_of(self.history, self.target_delta)
 
+    # -- decisions and records ----------------------------------------------------------------------
     def plan(self, phases: list[PlannedPhase]) -> float:
         """Fix σ for the site's whole plan the first time (later calls keep it) and return it."""
         if self.noise_multiplier is None:
-            self.noise_multiplier = noise_for_plan(phases, self.target_epsilon, self.target_delta, self.history)
-            self.save()
+            sigma = noise_for_plan(phases, self.target_epsilon, self.target_delta, self.history)
+            self._append({"kind": "plan", "sigma": sigma})
         return self.noise_multiplier
 
     def epsilon_after(self, sample_rate: float, steps: int) -> float:
@@ -105,20 +145,148 @@ class PrivacyLedger:
         return None
 
     def record(self, history: list, *, study: str, phase: str, server_round: int, steps: int) -> float:
-        """Replace the history with the accountant's after a round (it extends the previous one) and save."""
-        if len(history) < len(self.history) or [list(h) for h in history[: len(self.history) - 1]] != self.history[:-1]:
+        """Append what a round spent: the part of the accountant's history (which continues the ledger's)
+        beyond what the ledger already holds. Returns the lifetime ε."""
+        new = _merged(history)
+        old = _merged(self.history)
+        if len(new) < len(old) or new[: len(old) - 1] != old[:-1] or (old and (new[len(old) - 1][:2] != old[-1][:2]
+                                                                          or new[len(old) - 1][2] < old[-1][2])):
             raise ValueError("accountant history does not extend the ledger's; refusing to overwrite spent privacy")
-        self.history = [list(h) for h in history]
-        epsilon = self.epsilon
-        self.rounds.append({"study": study, "phase": phase, "round": server_round, "steps": steps,
-                            "epsilon": epsilon, "time": time.time()})
+        spent = []
+        if old:
+            extra = new[len(old) - 1][2] - old[-1][2]
+            if extra:
+                spent.append([*old[-1][:2], extra])
+        spent += new[len(old):] if old else new
+        for mechanism in spent:
+            self._append({"kind": "spend", "mechanism": [float(mechanism[0]), float(mechanism[1]), int(mechanism[2])],
+                          "study": study, "phase": phase, "round": server_round, "steps": steps}, save=False)
+        if spent:
+            self.entries[-1]["epsilon"] = self.epsilon
+            self._rehash_last()
         self.save()
-        return epsilon
+        return self.epsilon
 
     def record_decline(self, *, study: str, phase: str, server_round: int, reason: str) -> None:
-        self.declined.append({"study": study, "phase": phase, "round": server_round, "reason": reason, "time": time.time()})
-        self.save()
+        self._append({"kind": "decline", "study": study, "phase": phase, "round": server_round, "reason": reason})
+
+    # -- persistence --------------------------------------------------------------------------------
+    def _append(self, entry: dict, save: bool = True) -> None:
+        entry = {"seq": len(self.entries), "time": time.time(), **entry}
+        entry["prev"] = self.entries[-1]["hash"] if self.entries else GENESIS
+        entry["hash"] = _entry_hash(entry)
+        self.entries.append(entry)
+        if save:
+            self.save()
+
+    def _rehash_last(self) -> None:
+        self.entries[-1]["hash"] = _entry_hash(self.entries[-1])
 
     def save(self) -> None:
-        data = {k: v for k, v in asdict(self).items() if k != "path"} | {"version": LEDGER_VERSION}
-        atomic_write_bytes(self.path, json.dumps(data, indent=1).encode())
+        """Write both copies; only ever extending what is on disk (append-only)."""
+        on_disk = _read_chain(self.path, self.site_id) or []
+        if self.entries[: len(on_disk)] != on_disk:
+            raise LedgerTampered(f"{self.path}: the ledger on disk changed since it was read; refusing to overwrite it")
+        data = json.dumps({"version": LEDGER_VERSION, "site_id": self.site_id, "entries": self.entries}, indent=1).encode()
+        atomic_write_bytes(self.path, data)
+        if self.copy_path:
+            atomic_write_bytes(self.copy_path, data)
+
+
+def _entry_hash(entry: dict) -> str:
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_chain(path: Path | None, site_id: str) -> list[dict] | None:
+    """The verified entries of one copy, None when the file does not exist."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise LedgerTampered(f"{path}: privacy ledger is unreadable: {err}") from err
+    if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION:
+        raise LedgerTampered(f"{path}: privacy ledger version {data.get('version') if isinstance(data, dict) else '?'!r}, "
+                             f"expected {LEDGER_VERSION}")
+    if data.get("site_id") != site_id:
+        raise ValueError(f"{path}: privacy ledger belongs to site {data.get('site_id')!r}, not {site_id!r}")
+    previous = GENESIS
+    for index, entry in enumerate(data.get("entries", [])):
+        if entry.get("seq") != index or entry.get("prev") != previous or entry.get("hash") != _entry_hash(entry):
+            raise LedgerTampered(f"{path}: privacy ledger entry {index} does not match its hash chain (edited or reordered)")
+        previous = entry["hash"]
+    return data.get("entries", [])
+
+
+def _is_version_1(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("version") == 1
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _migrate_version_1(path: Path, site_id: str, copy: Path) -> None:
+    """A single-file ledger of an earlier release becomes a chain with the same spending (nothing is lost)."""
+    old = json.loads(path.read_text())
+    if old.get("site_id") != site_id:
+        raise ValueError(f"{path}: privacy ledger belongs to site {old.get('site_id')!r}, not {site_id!r}")
+    ledger = PrivacyLedger(path=path, site_id=site_id, target_epsilon=0.0, target_delta=0.0, copy_path=copy)
+    path.rename(path.with_name(path.name + ".v1"))
+    ledger._append({"kind": "migrated", "from_version": 1}, save=False)
+    if old.get("noise_multiplier") is not None:
+        ledger._append({"kind": "plan", "sigma": old["noise_multiplier"]}, save=False)
+    for mechanism in old.get("history", []):
+        ledger._append({"kind": "spend", "mechanism": list(mechanism), "study": "", "phase": "", "round": 0, "steps": 0},
+                       save=False)
+    for declined in old.get("declined", []):
+        ledger._append({"kind": "decline", **{k: declined.get(k) for k in ("study", "phase", "round", "reason")}}, save=False)
+    ledger.save()
+
+
+def _merged(history: list) -> list[list]:
+    """Consecutive entries with the same (σ, q) merged, as Opacus' accountant merges them."""
+    out: list[list] = []
+    for sigma, rate, steps in history:
+        if out and out[-1][0] == sigma and out[-1][1] == rate:
+            out[-1][2] += int(steps)
+        else:
+            out.append([float(sigma), float(rate), int(steps)])
+    return out
+
+
+@contextlib.contextmanager
+def locked_ledger(path: Path, **kwargs) -> Iterator[PrivacyLedger]:
+    """Open the ledger under an exclusive file lock held until the block ends (read -> decide -> write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield PrivacyLedger.open(path, **kwargs)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def reset_ledger(path: Path, *, site_id: str, reason: str, copy_path: Path | None = None) -> Path:
+    """The operator's explicit way out of a refused ledger: the old copies are kept beside it for audit, and
+    a new chain starts with a reset entry naming who reset it, when and why. Spending restarts at zero, so
+    the server sees this site's ε go down and flags it."""
+    if not reason.strip():
+        raise ValueError("a reset needs a reason")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = []
+    for copy in (path, copy_path):
+        if copy is not None and copy.exists():
+            target = copy.with_name(f"{copy.name}.reset-{stamp}")
+            copy.rename(target)
+            kept.append(str(target))
+    ledger = PrivacyLedger(path=path, site_id=site_id, target_epsilon=0.0, target_delta=0.0, copy_path=copy_path)
+    ledger._append({"kind": "reset", "reason": reason, "operator": _operator(), "kept": kept})
+    return path
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "unknown"

@@ -5,16 +5,20 @@ model arrays and aggregate metrics. `client/client_app.py` converts Flower messa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from functools import cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from client.privacy_ledger import PlannedPhase, PrivacyLedger
+from client.privacy_ledger import LedgerTampered, PlannedPhase, PrivacyLedger, locked_ledger
+from client.metric_release import releasable
+from client.site_policy import policy_refusal
 from sitedata.model_geometry import check_model_geometry
 from sitedata.site_config import SiteConfig, load_site_config
 from sitedata.site_data import PreparedSite, prepare_site
@@ -77,9 +81,16 @@ def _plan(site: PreparedSite, plan_text: str, batch_size: int) -> list[PlannedPh
     return phases
 
 
-def ledger_for(config: SiteConfig) -> PrivacyLedger:
-    return PrivacyLedger.open(config.state_dir / "privacy_ledger.json", site_id=config.site_id,
-                              target_epsilon=config.privacy.target_epsilon, target_delta=config.privacy.target_delta)
+@contextlib.contextmanager
+def open_ledger(config: SiteConfig, *, locked: bool = False) -> Iterator[PrivacyLedger]:
+    """The site's verified lifetime ledger (both copies), under the file lock when it will be written."""
+    kwargs = dict(site_id=config.site_id, target_epsilon=config.privacy.target_epsilon,
+                  target_delta=config.privacy.target_delta, copy_path=config.ledger_copy_path)
+    if locked:
+        with locked_ledger(config.ledger_path, **kwargs) as ledger:
+            yield ledger
+    else:
+        yield PrivacyLedger.open(config.ledger_path, **kwargs)
 
 
 def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
@@ -92,43 +103,51 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
         metrics.update({K.DECLINED: 1, K.REASON: reason, K.EXAMPLES: 0})
         return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
 
-    if rc.local_epochs > config.training.max_local_epochs:
-        return declined(f"round asks for {rc.local_epochs} local epochs; this site allows at most "
-                        f"{config.training.max_local_epochs} (training.max_local_epochs)")
+    refusal = policy_refusal(rc, config)
+    if refusal:
+        return declined(refusal)
+    dp = rc.dp or config.privacy.required  # the site's policy, never lowered by the round
     data = phase_dataset(site, rc.phase)
     has_cmr = site_has_cmr(site)
     model = _model(rc.preset, global_state)
     options = TrainOptions(phase=rc.phase, epochs=rc.local_epochs, lr=rc.lr, proximal_mu=rc.proximal_mu,
-                           finetune_mode=rc.finetune_mode, alignment="distill" if rc.dp else "infonce",
+                           finetune_mode=rc.finetune_mode, alignment="distill" if dp else "infonce",
                            seed=rc.seed + rc.server_round, device=config.training.device)
     parts = trainable_parts(options, has_cmr=has_cmr) if len(data) else set()
     batch = config.training.batch_size
-    privatizer = None
-    if rc.dp and parts:
-        ledger = ledger_for(config)
-        sigma = ledger.plan(_plan(site, rc.plan, batch))
-        rate, per_epoch = _steps_per_epoch(len(data), batch)
-        reason = ledger.check(rate, per_epoch * rc.local_epochs)
-        metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
-                        K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
-                        K.SAMPLE_RATE: rate})
-        if reason:
-            ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
-            metrics[K.EPSILON] = ledger.epsilon
-            return declined(reason)
-        from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
-
-        privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm, history=ledger.history)
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
         return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
+    # The data order is reproducible from the server's seed; DP's noise and sampling are not (client/privacy.py).
     loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
-    metrics[K.PREPARE_S] = time.perf_counter() - started
-    result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
-    if privatizer is not None:
-        privatizer.close()
-        metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
-                                           server_round=rc.server_round, steps=result.steps)
+    if not dp:
+        metrics[K.PREPARE_S] = time.perf_counter() - started
+        result = train_phase(model, loader, options, has_cmr=has_cmr)
+    else:
+        try:
+            with open_ledger(config, locked=True) as ledger:  # held from the budget check to the record
+                sigma = ledger.plan(_plan(site, rc.plan, batch))
+                rate, per_epoch = _steps_per_epoch(len(data), batch)
+                metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
+                                K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
+                                K.SAMPLE_RATE: rate})
+                reason = ledger.check(rate, per_epoch * rc.local_epochs)
+                if reason:
+                    ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
+                    metrics[K.EPSILON] = ledger.epsilon
+                    return declined(reason)
+                from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
+
+                privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm,
+                                              history=ledger.history)
+                metrics[K.PREPARE_S] = time.perf_counter() - started
+                result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
+                privatizer.close()
+                metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
+                                                   server_round=rc.server_round, steps=result.steps)
+        except LedgerTampered as err:
+            return declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "
+                            "a copy or runs `cardiacfl site ledger reset --reason ...`")
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
     return encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples), plain(metrics)
 
@@ -137,11 +156,16 @@ def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray],
     """Score the global model on the site's validation split -> (loss, examples, aggregate metrics)."""
     config, site = _site(str(site_config), rc.preset)
     model = _model(rc.preset, global_state)
-    loader = DataLoader(SiteDataset(site, "val"), batch_size=64)
-    result = evaluate(model, loader, rc.phase, device=config.training.device, seed=rc.seed)
+    validation = SiteDataset(site, "val")
+    result = evaluate(model, DataLoader(validation, batch_size=64), rc.phase, device=config.training.device, seed=rc.seed)
+    result = releasable(result, validation.subjects, config.privacy.min_eval_count)
     examples = int(result.pop(K.NUM_EXAMPLES))
     loss = result[K.LOSS]
     metrics = {k: float(v) for k, v in result.items()} | {K.SITE: config.site_id, K.PHASE: rc.phase}
-    if config.state_dir.joinpath("privacy_ledger.json").is_file():
-        metrics[K.EPSILON] = ledger_for(config).epsilon
+    if config.ledger_path.is_file():
+        try:
+            with open_ledger(config) as ledger:
+                metrics[K.EPSILON] = ledger.epsilon
+        except LedgerTampered:
+            pass  # training rounds decline with the reason; evaluation just leaves ε out
     return (loss if math.isfinite(loss) else 0.0), examples, plain(metrics)

@@ -48,6 +48,15 @@ class RunDatabase:
             for key, value in values.items():
                 setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
 
+    def merge_participants(self, study_id: int, phase: str, server_round: int, extra: dict) -> None:
+        """Add keys to a round's participants record (e.g. what its evaluation rejected)."""
+        with self.session.begin() as s:
+            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
+            if row is None:
+                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=time.time())
+                s.add(row)
+            row.participants = finite_or_null({**(row.participants or {}), **extra})
+
     def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
         """(phase, round, kind, site, metrics) rows, all in one transaction."""
         with self.session.begin() as s:
@@ -59,3 +68,10 @@ class RunDatabase:
     def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
         with self.session.begin() as s:
             s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
+
+    def last_epsilon_by_site(self) -> dict[str, float]:
+        """Each site's most recently reported lifetime ε over every study in this database."""
+        with self.session() as s:
+            rows = s.execute(select(SiteMetric.site, SiteMetric.epsilon).where(SiteMetric.epsilon.is_not(None))
+                             .order_by(SiteMetric.id)).all()
+        return {site: float(epsilon) for site, epsilon in rows}

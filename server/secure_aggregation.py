@@ -2,16 +2,21 @@
 is the one place that builds it: `DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`, run with a
 `LegacyContext`. Settings come from the study config's [secagg] table.
 
-Honest note: Flower's SecAgg+ derives the masks from a shared secret folded to a 32-bit seed of NumPy's
-Mersenne Twister (`secaggplus_utils.pseudo_rand_gen`), which is not a cryptographic PRG; the protocol hides
-individual updates from an honest-but-curious server under that caveat.
+Flower's own mask generator folds the shared secret to a 32-bit Mersenne Twister seed; both ends here use
+ChaCha20 instead (`shared_models.mask_prg`, installed on the workflow module below and on the client mod in
+client/client_app.py).
 """
 
 from __future__ import annotations
 
+import importlib
+
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from server.study_config import SecAggSettings
+from shared_models import mask_prg
+
+mask_prg.install(importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 
 
 def fit_workflow(settings: SecAggSettings) -> SecAggPlusWorkflow | None:

@@ -3,7 +3,7 @@ previous phase's global weights, with SecAgg+ for training rounds, and records t
 
 Run config (`flwr run --run-config`): `study-config` (path to the study TOML on the server), `run-db`
 (SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
-the lab's reference panel), `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
+the lab's reference panel), `site-nodes` ("site=node_id,..." from key registration: who each node is), `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
 and the next phase starts from the last of them; sites' privacy ledgers carry on regardless).
 """
 
@@ -16,6 +16,12 @@ from flwr.common import Context
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 
 app = ServerApp()
+
+
+def parse_site_nodes(text: str) -> dict[int, str]:
+    """'hospital-a=123,hospital-b=456' (the node ids the lab got when it registered each site's key)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    return {int(node): site.strip() for site, node in pairs}
 
 
 @app.main()
@@ -44,7 +50,7 @@ def main(grid: Grid, context: Context) -> None:
     study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
                                                          "secagg": study.secagg.__dict__, "dp": study.dp},
                               total_rounds=sum(p.rounds for p in study.phases))
-    recorder = StudyRecorder(db, study_id, study)
+    recorder = StudyRecorder(db, study_id, study, node_sites=parse_site_nodes(str(run_config.get("site-nodes", ""))))
 
     def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
         load_numpy_state(model, global_state)

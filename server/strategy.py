@@ -19,6 +19,7 @@ from server.study_config import PhasePlan, StudyConfig
 from shared_models.round_contract import RoundConfig
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import weighted_mean_of_numbers
+from shared_models.update_checks import update_problem
 from shared_models.weighted_parts import decode_aggregate
 
 
@@ -31,19 +32,44 @@ def model_hash(state: dict[str, np.ndarray]) -> str:
 
 
 class StudyRecorder:
-    """Study-wide bookkeeping shared by the phases' strategies."""
+    """Study-wide bookkeeping shared by the phases' strategies.
 
-    def __init__(self, db: RunDatabase, study_id: int, study: StudyConfig):
+    Site identity comes from the node a reply arrived on: `node_sites` maps each SuperNode's id (fixed when the
+    lab registered the site's key) to the site's name. A reply whose self-reported name disagrees is dropped.
+    Without a registry (insecure runs, simulation) the self-reported name is all there is."""
+
+    def __init__(self, db: RunDatabase, study_id: int, study: StudyConfig, node_sites: dict[int, str] | None = None):
         self.db, self.study_id, self.study = db, study_id, study
+        self.node_sites = dict(node_sites or {})
         self.declined_sites: dict[str, str] = {}  # site -> reason; they still evaluate
-        self.node_site: dict[int, str] = {}
+        self.node_site: dict[int, str] = dict(self.node_sites)
+        self.last_epsilon = db.last_epsilon_by_site()  # across studies: a site's lifetime ε never goes down
         self.on_round_end = None  # callback(phase, round, state) -> checkpoint path
 
-    def site_of(self, node_id: int, metrics: dict) -> str:
-        """The site a reply came from (sites name themselves in their metrics); remembered per node."""
-        site = str(metrics.get(K.SITE, node_id))
-        self.node_site[node_id] = site
-        return site
+    def identify(self, node_id: int, metrics: dict) -> tuple[str, str | None]:
+        """(the site a reply came from, why it must be dropped or None)."""
+        claimed = str(metrics.get(K.SITE, ""))
+        if not self.node_sites:
+            site = claimed or f"node-{node_id}"
+            self.node_site[node_id] = site
+            return site, None
+        site = self.node_sites.get(node_id)
+        if site is None:
+            return f"node-{node_id}", f"node {node_id} is not a registered site"
+        if claimed and claimed != site:
+            return site, f"reply claims to be {claimed!r} but came from {site!r}'s node"
+        return site, None
+
+    def epsilon_flags(self, site: str, metrics: dict) -> str | None:
+        """Remember the site's lifetime ε; a value lower than before means its ledger was reset or replaced."""
+        epsilon = metrics.get(K.EPSILON)
+        if not isinstance(epsilon, (int, float)):
+            return None
+        before = self.last_epsilon.get(site)
+        self.last_epsilon[site] = float(epsilon)
+        if before is not None and epsilon < before - 1e-9:
+            return f"lifetime ε went down from {before:.3f} to {epsilon:.3f}: the site's ledger was reset or replaced"
+        return None
 
 
 class StudyRounds:
@@ -91,34 +117,56 @@ class StudyRounds:
     def aggregate_fit(self, server_round, results, failures):
         recorder, phase = self.recorder, self.plan.name
         self.aggregated.add(server_round)
-        if not results:
-            return None, {}
-        # Plain rounds: each result holds one site's encoded arrays. SecAgg+ rounds: every result holds the
-        # same already-averaged arrays. Either way the uniform mean is the mean of the encodings.
-        encoded = [parameters_to_ndarrays(fit.parameters) for _, fit in results]
-        mean = [np.mean([e[i] for e in encoded], axis=0) for i in range(len(encoded[0]))]
-        state, part_weights = decode_aggregate(mean, self.global_state)
-        averaged = ndarrays_to_parameters(list(state.values()))
-        for _, fit in results:
-            fit.parameters, fit.num_examples = averaged, 1
-        parameters, _ = super().aggregate_fit(server_round, results, failures)
-        self.global_state = dict(zip(self.global_state, parameters_to_ndarrays(parameters)))
-        trained, declined, rows = [], {}, []
+        secagg = recorder.study.secagg.enabled
+        accepted, rows, rejected, flags = [], [], {}, {}
         for proxy, fit in results:
             metrics = dict(fit.metrics)
-            site = recorder.site_of(proxy.node_id, metrics)
+            site, problem = recorder.identify(proxy.node_id, metrics)
+            if problem is None and not secagg:  # SecAgg+: one site's update is never seen; its aggregate is checked below
+                problem = update_problem(parameters_to_ndarrays(fit.parameters), self.global_state, recorder.study.max_update_ratio)
+            if problem:
+                rejected[site] = problem
+                continue
+            if (flag := recorder.epsilon_flags(site, metrics)):
+                flags[site] = flag
+            accepted.append((proxy, fit))
             rows.append((phase, server_round, "fit", site, metrics))
+        recorder.db.add_site_metrics(recorder.study_id, rows)
+        outcome = None
+        if accepted:
+            # Plain rounds: each result holds one site's encoded arrays. SecAgg+ rounds: every result holds the
+            # same already-averaged arrays. Either way the uniform mean is the mean of the encodings.
+            encoded = [parameters_to_ndarrays(fit.parameters) for _, fit in accepted]
+            mean = [np.mean([e[i] for e in encoded], axis=0) for i in range(len(encoded[0]))]
+            problem = update_problem(mean, self.global_state, recorder.study.max_update_ratio) if secagg else None
+            if problem:
+                outcome = f"not aggregated: the unmasked aggregate failed its checks ({problem}); the global model is unchanged"
+        else:
+            outcome = "not aggregated: no acceptable update; the global model is unchanged"
+        trained, declined = [], {}
+        for (_, fit), (*_, site, metrics) in zip(accepted, rows):
             if metrics.get(K.DECLINED):
                 declined[site] = str(metrics.get(K.REASON, ""))
                 recorder.declined_sites[site] = declined[site]
-            elif metrics.get(K.EXAMPLES):
+            elif metrics.get(K.EXAMPLES) and outcome is None:
                 trained.append(site)
-        recorder.db.add_site_metrics(recorder.study_id, rows)
+        participants = {"trained": trained, "declined": declined, "failed": len(failures) + len(rejected),
+                        "rejected": rejected, "flags": flags}
+        seconds = time.time() - self.round_started.get(server_round, time.time())
+        if outcome is not None:
+            recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,
+                                     participants=participants | {"outcome": outcome})
+            return None, {}
+        state, part_weights = decode_aggregate(mean, self.global_state)
+        averaged = ndarrays_to_parameters(list(state.values()))
+        for _, fit in accepted:
+            fit.parameters, fit.num_examples = averaged, 1
+        parameters, _ = super().aggregate_fit(server_round, accepted, failures)
+        self.global_state = dict(zip(self.global_state, parameters_to_ndarrays(parameters)))
         checkpoint = recorder.on_round_end(phase, server_round, self.global_state) if recorder.on_round_end else ""
-        recorder.db.upsert_round(
-            recorder.study_id, phase, server_round, seconds=time.time() - self.round_started.get(server_round, time.time()),
-            participants={"trained": trained, "declined": declined, "failed": len(failures), "part_weights": part_weights},
-            model_hash=model_hash(self.global_state), checkpoint=checkpoint)
+        recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,
+                                 participants=participants | {"part_weights": part_weights},
+                                 model_hash=model_hash(self.global_state), checkpoint=checkpoint)
         return parameters, {"sites_trained": len(trained)}
 
     def configure_evaluate(self, server_round, parameters, client_manager):
@@ -128,11 +176,23 @@ class StudyRounds:
 
     def aggregate_evaluate(self, server_round, results, failures):
         recorder = self.recorder
-        rows = [(self.plan.name, server_round, "evaluate", recorder.site_of(proxy.node_id, dict(res.metrics)),
-                 dict(res.metrics) | {K.NUM_EXAMPLES: res.num_examples}) for proxy, res in results]
+        accepted, rows, rejected, flags = [], [], {}, {}
+        for proxy, res in results:
+            metrics = dict(res.metrics)
+            site, problem = recorder.identify(proxy.node_id, metrics)
+            if problem:
+                rejected[site] = problem
+                continue
+            if (flag := recorder.epsilon_flags(site, metrics)):
+                flags[site] = flag
+            accepted.append((proxy, res))
+            rows.append((self.plan.name, server_round, "evaluate", site, metrics | {K.NUM_EXAMPLES: res.num_examples}))
         recorder.db.add_site_metrics(recorder.study_id, rows)
-        loss, summary = super().aggregate_evaluate(server_round, results, failures)
+        loss, summary = super().aggregate_evaluate(server_round, accepted, failures)
         recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round, global_metrics=summary)
+        if rejected or flags:
+            recorder.db.merge_participants(recorder.study_id, self.plan.name, server_round,
+                                           {"evaluate_rejected": rejected, "evaluate_flags": flags})
         return loss, summary
 
 

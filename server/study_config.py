@@ -52,6 +52,7 @@ class StudyConfig:
     sites: tuple[Path, ...] = ()  # site configs, for `cardiacfl study run` on one machine
     dp: bool = True
     max_site_examples: int = 1000  # scale of the per-part weights (examples / this, kept <= 1)
+    max_update_ratio: float = 1.0  # a site's update may move the model by at most this x the global model's norm
     seed: int = 0
     generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
     phases: tuple[PhasePlan, ...] = field(default_factory=tuple)

@@ -19,6 +19,10 @@ class RoundConfig:
     proximal_mu: float = 0.0
     finetune_mode: str = "full"
     dp: bool = True
+    # What the study asks of the sites' privacy (0: whatever the site's own policy says). A site trains with
+    # its own clipping norm and budget and declines a round that asks for more than its policy grants.
+    max_grad_norm: float = 0.0
+    target_epsilon: float = 0.0
     max_site_examples: int = 1000
     seed: int = 0
 

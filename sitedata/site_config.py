@@ -48,6 +48,9 @@ class PrivacySettings:
     target_epsilon: float = 8.0  # lifetime budget of this site, over every round, phase and restart
     target_delta: float = 1e-5  # must stay below 1 / (number of training samples)
     max_grad_norm: float = 1.0  # per-sample gradient clipping bound
+    required: bool = True  # train only under DP; a round that asks for less privacy is declined
+    ledger_copy: str = ".cardiacfl-ledger-copy/privacy_ledger.json"  # second ledger copy (relative to data_root)
+    min_eval_count: int = 20  # per-site validation metrics only with at least this many positives and negatives
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,14 @@ class SiteConfig:
     def state_dir(self) -> Path:
         """Site state that must outlive caches and runs (the privacy ledger); never deleted by the software."""
         return self.data_root / ".cardiacfl-state"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.state_dir / "privacy_ledger.json"
+
+    @property
+    def ledger_copy_path(self) -> Path:
+        return (self.data_root / self.privacy.ledger_copy).resolve()
 
 
 def read_toml(path: Path, error: type[ValueError], what: str) -> dict:
@@ -118,6 +129,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         ("ecg.sampling_rate_hz", ecg.sampling_rate_hz), ("ecg.max_windows", ecg.max_windows),
         ("cmr.image_size", cmr.image_size), ("cmr.frames", cmr.frames),
         ("training.batch_size", training.batch_size), ("training.max_local_epochs", training.max_local_epochs),
+        ("privacy.min_eval_count", privacy.min_eval_count),
     ]:
         if value < 1:
             check.fail(key, "a positive integer", value)

@@ -1,12 +1,13 @@
 """The lifetime privacy ledger: σ fixed for the whole plan, cumulative ε across rounds and restarts that an
-independent RDP computation reproduces, declines past the budget, atomic persistence."""
+independent RDP computation reproduces, declines past the budget, and a hash-chained, two-copy, locked file that
+refuses deletion, edits and lost updates."""
 
 import json
 
 import pytest
 from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
-from client.privacy_ledger import PlannedPhase, PrivacyLedger, epsilon_of, noise_for_plan
+from client.privacy_ledger import LedgerTampered, PlannedPhase, PrivacyLedger, epsilon_of, noise_for_plan
 
 ALPHAS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 
@@ -39,8 +40,8 @@ def test_multi_round_epsilon_matches_an_independent_computation_across_restarts(
     assert reported == sorted(reported) and len(set(reported)) == len(reported)  # cumulative, strictly growing
     assert reported[-1] == pytest.approx(independent_epsilon(history, 1e-5), rel=1e-9)
     assert reported[-1] <= 8.0
-    saved = json.loads(path.read_text())
-    assert saved["history"] == history and [r["epsilon"] for r in saved["rounds"]] == reported
+    saved = PrivacyLedger.open(path, site_id="s", target_epsilon=8.0, target_delta=1e-5)
+    assert saved.history == history and [r["epsilon"] for r in saved.rounds] == reported
 
 
 def test_a_round_past_the_budget_is_declined_with_a_reason(tmp_path):
@@ -81,3 +82,101 @@ def test_planned_sample_rate_and_steps_are_what_opacus_uses(tiny_cohort_template
     train_phase(build_model("tiny"), DataLoader(data, batch_size=3), TrainOptions(phase="finetune"), privatize=privatizer)
     privatizer.close()
     assert privatizer.history == [(1.0, pytest.approx(rate), steps)]
+
+
+def _spent_ledger(tmp_path, **kwargs):
+    path, copy = tmp_path / "state" / "ledger.json", tmp_path / "copy" / "ledger.json"
+    ledger = PrivacyLedger.open(path, site_id="s", target_epsilon=8.0, target_delta=1e-5, copy_path=copy)
+    sigma = ledger.plan([PlannedPhase("pretrain", 0.25, 16)])
+    for server_round in (1, 2, 3, 4):
+        ledger.record([[sigma, 0.25, 4]] * server_round, study="x", phase="pretrain", server_round=server_round, steps=4)
+    return path, copy, ledger.epsilon
+
+
+def _open(path, copy):
+    return PrivacyLedger.open(path, site_id="s", target_epsilon=8.0, target_delta=1e-5, copy_path=copy)
+
+
+def test_deleting_one_ledger_copy_is_refused_not_a_fresh_start(tmp_path):
+    path, copy, spent = _spent_ledger(tmp_path)
+    assert spent > 1 and _open(path, copy).epsilon == pytest.approx(spent)
+    path.unlink()
+    with pytest.raises(LedgerTampered, match="missing"):
+        _open(path, copy)
+
+
+@pytest.mark.parametrize("edit", ["steps", "sigma", "history"])
+def test_an_edited_ledger_is_refused(tmp_path, edit):
+    path, copy, _ = _spent_ledger(tmp_path)
+    # steps 4 -> 1 and a past σ raised to 50, edited the same way in both copies: the hash chain catches it.
+    # History emptied in the file the site reads: the untouched copy catches it.
+    for target in (path, copy) if edit != "history" else (path,):
+        data = json.loads(target.read_text())
+        spends = [e for e in data["entries"] if e["kind"] == "spend"]
+        if edit == "steps":
+            spends[0]["mechanism"][2] = 1
+        elif edit == "sigma":
+            spends[0]["mechanism"][0] = 50.0
+        else:
+            data["entries"] = [e for e in data["entries"] if e["kind"] != "spend"]
+        target.write_text(json.dumps(data))
+    with pytest.raises(LedgerTampered, match="hash chain" if edit != "history" else "diverge"):
+        _open(path, copy)
+
+
+def test_diverging_copies_are_refused(tmp_path):
+    path, copy, _ = _spent_ledger(tmp_path)
+    data = json.loads(copy.read_text())
+    data["entries"] = data["entries"][:-1]  # the copy lost the last round
+    copy.write_text(json.dumps(data))
+    with pytest.raises(LedgerTampered, match="diverge"):
+        _open(path, copy)
+
+
+def test_two_writers_at_once_keep_both_updates(tmp_path):
+    import threading
+
+    from client.privacy_ledger import locked_ledger
+
+    path, copy = tmp_path / "state" / "ledger.json", tmp_path / "copy" / "ledger.json"
+    kwargs = dict(site_id="s", target_epsilon=8.0, target_delta=1e-5, copy_path=copy)
+    with locked_ledger(path, **kwargs) as ledger:
+        ledger.plan([PlannedPhase("pretrain", 0.25, 16)])
+    barrier = threading.Barrier(2)
+
+    def one_round(server_round):
+        barrier.wait()
+        with locked_ledger(path, **kwargs) as ledger:
+            history = ledger.history + [[ledger.noise_multiplier, 0.25, 4]]
+            ledger.record(history, study="x", phase="pretrain", server_round=server_round, steps=4)
+
+    threads = [threading.Thread(target=one_round, args=(r,)) for r in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r["round"] for r in _open(path, copy).rounds) == [1, 2]
+
+
+def test_reset_is_explicit_and_recorded(tmp_path):
+    from client.privacy_ledger import reset_ledger
+
+    path, copy, _ = _spent_ledger(tmp_path)
+    path.unlink()
+    with pytest.raises(ValueError, match="reason"):
+        reset_ledger(path, site_id="s", reason=" ", copy_path=copy)
+    reset_ledger(path, site_id="s", reason="disk restored from backup of 2026-11-30", copy_path=copy)
+    ledger = _open(path, copy)
+    assert ledger.epsilon == 0 and ledger.entries[0]["kind"] == "reset"
+    assert "backup" in ledger.entries[0]["reason"] and ledger.entries[0]["kept"]  # the old copy is kept for audit
+
+
+def test_a_ledger_of_the_earlier_single_file_format_keeps_its_spending(tmp_path):
+    path, copy = tmp_path / "state" / "ledger.json", tmp_path / "copy" / "ledger.json"
+    path.parent.mkdir()
+    history = [[1.2, 0.25, 8], [1.2, 0.5, 4]]
+    path.write_text(json.dumps({"version": 1, "site_id": "s", "target_epsilon": 8.0, "target_delta": 1e-5,
+                                "noise_multiplier": 1.2, "history": history, "rounds": [], "declined": []}))
+    ledger = _open(path, copy)
+    assert ledger.history == history and ledger.noise_multiplier == 1.2
+    assert ledger.epsilon == pytest.approx(epsilon_of(history, 1e-5)) and copy.is_file()
