@@ -1,11 +1,13 @@
 """`cardiacfl study run`: a whole study on one machine with Flower's Deployment Engine, as real processes on
-loopback: a SuperLink with TLS and SuperNode authentication, one SuperNode per site with its kit, the study
-submitted with `flwr run`, progress read from the run database, and every started process stopped on exit
-or Ctrl-C.
+loopback: a SuperLink with TLS and SuperNode authentication listening on loopback only, the Fleet gateway
+(the only port sites reach; it serves the Fleet API and nothing else), one SuperNode per site with its kit, the
+study submitted with `flwr run` over the lab's loopback connection, progress read from the run database, and
+every started process stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -38,7 +40,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _environment(flwr_home: Path) -> dict[str, str]:
+def flower_environment(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(REPO),
@@ -82,7 +84,7 @@ class Processes:
         for name, process in self.running:
             if process.poll() is None:
                 continue
-            if name == "superlink":
+            if name in ("superlink", "fleet gateway"):
                 raise RuntimeError(f"{name} exited with code {process.returncode}")
             if name not in self.reported:
                 self.reported.add(name)
@@ -100,8 +102,9 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
     if len(sites) < 2:
         raise ValueError(f"{study.path}: study.sites lists {len(sites)} site(s); a federated study needs at least 2")
     pki = provision(work / "pki", list(sites))
-    env = _environment(paths.flwr_home)
-    port = free_port()  # flwr 1.41 serves the Fleet, Control and Runtime APIs on one HTTP port
+    env = flower_environment(paths.flwr_home)
+    port = free_port()  # flwr 1.41 serves the Fleet, Control and Runtime APIs on this one port: loopback only
+    fleet_port = free_port()  # the Fleet gateway: the only port a site connects to
     paths.flwr_home.mkdir(parents=True, exist_ok=True)
     connection = f'[superlink.study]\naddress = "127.0.0.1:{port}"\n'
     connection += "insecure = true\n" if insecure else f'root-certificates = "{pki["ca"]}"\n'
@@ -110,30 +113,27 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
     with ExitStack() as stack:
         processes = Processes()
         stack.callback(processes.stop)
-        tls = ["--insecure"] if insecure else ["--ssl-ca-certfile", str(pki["ca"]), "--ssl-certfile", str(pki["superlink_cert"]),
-                                               "--ssl-keyfile", str(pki["superlink_key"]), "--enable-supernode-auth"]
         status(f"starting SuperLink on 127.0.0.1:{port}{' (INSECURE)' if insecure else ' with TLS and site authentication'}")
-        processes.start("superlink", [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(port),
-                                      "--disable-runtime-dependency-installation", *tls],
-                        env, paths.logs / "superlink.log")
-        _wait_for_port(port, processes)
+        start_lab(processes, pki, env, paths.logs, superlink_port=port, fleet_listen=f"127.0.0.1:{fleet_port}", insecure=insecure)
+        status(f"Fleet gateway on 127.0.0.1:{fleet_port} (Fleet API only; the Control API stays on loopback)")
+        site_nodes = {}
         if not insecure:
             for site, public_key in pki["site_keys"].items():
-                _flwr(["supernode", "register", str(public_key), "study", "--name", site], env)
+                site_nodes[site] = register_site(str(public_key), site, env)
         for site, config in sites.items():
             kit = pki["kits"][site]
             auth = ["--insecure"] if insecure else ["--root-certificates", str(kit / "ca.crt"),
                                                     "--auth-supernode-private-key", str(kit / f"{site}.key")]
-            processes.start(f"supernode {site}", [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{port}",
+            processes.start(f"supernode {site}", [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{fleet_port}",
                                                   "--port", str(free_port()), *auth,
                                                   "--node-config", f'site-config="{Path(config).resolve()}"'],
                             env, paths.logs / f"supernode-{site}.log")
             status(f"started SuperNode for {site}")
         run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
                       f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
-                      f'resume="{str(resume).lower()}"')
+                      f'resume="{str(resume).lower()}" site-nodes="{",".join(f"{k}={v}" for k, v in site_nodes.items())}"')
         submitted = time.time()
-        output = _flwr(["run", str(REPO), "study", "--run-config", run_config], env)
+        output = flwr(["run", str(REPO), "study", "--run-config", run_config], env)
         status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
         final = _follow(paths.db, processes, progress, after=submitted, warn=status)
         if final != "finished":
@@ -141,11 +141,34 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
     return paths
 
 
-def _flwr(args: list[str], env: dict) -> str:
+def flwr(args: list[str], env: dict) -> str:
     result = subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"flwr {' '.join(args[:2])} failed: {result.stdout[-800:]}{result.stderr[-800:]}")
     return result.stdout
+
+
+def start_lab(processes: Processes, pki: dict, env: dict, logs: Path, *, superlink_port: int, fleet_listen: str,
+              insecure: bool = False) -> None:
+    """The lab's long-lived processes: the SuperLink on loopback (its Control API must not be reachable from the
+    network) and the Fleet gateway on `fleet_listen`, the only address hospitals connect to."""
+    tls = ["--insecure"] if insecure else ["--ssl-ca-certfile", str(pki["ca"]), "--ssl-certfile", str(pki["superlink_cert"]),
+                                           "--ssl-keyfile", str(pki["superlink_key"]), "--enable-supernode-auth"]
+    processes.start("superlink", [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(superlink_port),
+                                  "--disable-runtime-dependency-installation", *tls], env, logs / "superlink.log")
+    _wait_for_port(superlink_port, processes)
+    gateway_tls = ["--insecure"] if insecure else ["--ca", str(pki["ca"]), "--cert", str(pki["superlink_cert"]),
+                                                   "--key", str(pki["superlink_key"])]
+    processes.start("fleet gateway", [sys.executable, "-m", "cardiacfl.fleet_gateway", "--listen", fleet_listen,
+                                      "--upstream", f"127.0.0.1:{superlink_port}", *gateway_tls], env, logs / "fleet-gateway.log")
+    _wait_for_port(int(fleet_listen.rpartition(":")[2]), processes)
+
+
+def register_site(public_key: str, site: str, env: dict) -> int:
+    """Register a site's SuperNode key with the SuperLink (lab credentials: the loopback connection) and return
+    the node id the SuperLink assigned, which is how the server knows who a reply came from."""
+    reply = json.loads(flwr(["supernode", "register", public_key, "study", "--name", site, "--format", "json"], env))
+    return int(reply["node-id"])
 
 
 def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None:

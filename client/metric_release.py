@@ -49,8 +49,8 @@ def releasable(metrics: dict[str, float], subjects: list[SubjectEntry], min_coun
             out[key] = value
     aurocs = [out[per_target("auroc", d)] for d in sorted(kept_diseases) if per_target("auroc", d) in out]
     r2s = [out[per_target("r2", n)] for n in sorted(kept_indicators) if per_target("r2", n) in out]
-    if aurocs:
-        out[K.MEAN_AUROC] = float(np.nanmean(aurocs))
-    if r2s:
-        out[K.MEAN_R2] = float(np.nanmean(r2s))
+    for key, values in ((K.MEAN_AUROC, aurocs), (K.MEAN_R2, r2s)):
+        finite = [v for v in values if np.isfinite(v)]
+        if finite:
+            out[key] = float(np.mean(finite))
     return out

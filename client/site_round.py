@@ -30,6 +30,7 @@ from shared_models.round_contract import RoundConfig, parse_plan_text
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import plain
 from shared_models.training import PAIRED_PARTS, TrainOptions, train_phase, trainable_parts
+from shared_models.update_checks import update_problem
 from shared_models.weighted_parts import encode_update
 
 
@@ -149,7 +150,12 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
             return declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "
                             "a copy or runs `cardiacfl site ledger reset --reason ...`")
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
-    return encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples), plain(metrics)
+    update = encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples)
+    # Checked here too: under SecAgg+ the server sees only the sum, so a broken update must not be masked in.
+    problem = update_problem(update, global_state, rc.max_update_ratio)
+    if problem:
+        return declined(f"this site's own update failed its checks ({problem}); not sent")
+    return update, plain(metrics)
 
 
 def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:

@@ -1,6 +1,10 @@
 """Sign-in for study leads: a shared secret from Streamlit secrets (`[dashboard] password = "..."` in
 `.streamlit/secrets.toml`) or the CARDIACFL_DASHBOARD_PASSWORD environment variable. Nothing about a study
-is shown before it is presented, in the form or as `?token=` (for kiosk screens and the browser test).
+is shown before it is presented in the form. Wrong guesses are throttled and locked out (dashboard/throttle.py),
+per client and server-wide, and compared in constant time.
+
+`?token=` in the address is accepted only when CARDIACFL_DASHBOARD_URL_TOKEN=1 (kiosk screens): a secret in a
+URL ends up in browser history and proxy logs, so it is removed from the address bar once used.
 Put the dashboard behind the lab's TLS reverse proxy for anything beyond loopback (see README)."""
 
 from __future__ import annotations
@@ -10,7 +14,21 @@ import os
 
 import streamlit as st
 
+from dashboard.throttle import SignInThrottle
+
 PASSWORD_ENV = "CARDIACFL_DASHBOARD_PASSWORD"
+URL_TOKEN_ENV = "CARDIACFL_DASHBOARD_URL_TOKEN"
+
+
+@st.cache_resource
+def throttle() -> SignInThrottle:
+    """One throttle for the whole server process: every session's failures count."""
+    return SignInThrottle()
+
+
+def _client() -> str:
+    address = st.context.ip_address  # the proxy's address behind a reverse proxy: the server-wide limit still holds
+    return address if isinstance(address, str) and address else "unknown"
 
 
 def configured_secret() -> str | None:
@@ -27,15 +45,30 @@ def _matches(candidate: str, secret: str) -> bool:
     return hmac.compare_digest(candidate.encode(), secret.encode())
 
 
+def _attempt(candidate: str, secret: str) -> str | None:
+    """None when the credential is right, else what to tell the user. Throttled before it is even compared."""
+    client = _client()
+    wait = throttle().wait_s(client)
+    if wait > 0:
+        return f"Too many failed sign-ins. Try again in {wait:.0f} s."
+    if _matches(candidate, secret):
+        throttle().succeeded(client)
+        return None
+    throttle().failed(client)
+    return "Wrong password."
+
+
 def signed_in() -> bool:
-    """True once the study lead has presented the credential in this session (form or `?token=`)."""
+    """True once the study lead has presented the credential in this session."""
     if st.session_state.get("signed_in"):
         return True
     secret = configured_secret()
     token = st.query_params.get("token")
-    if secret is not None and token and _matches(token, secret):
-        st.session_state.signed_in = True
-        return True
+    if token:
+        del st.query_params["token"]  # out of the address bar and the browser history at once
+        if secret is not None and os.environ.get(URL_TOKEN_ENV) == "1" and _attempt(token, secret) is None:
+            st.session_state.signed_in = True
+            return True
     return False
 
 
@@ -50,7 +83,8 @@ def sign_in_page() -> None:
         st.subheader("Sign in")
         password = st.text_input("Study password", type="password")
         if st.form_submit_button("Sign in"):
-            if _matches(password, secret):
+            problem = _attempt(password, secret)
+            if problem is None:
                 st.session_state.signed_in = True
                 st.rerun()
-            st.error("Wrong password.")
+            st.error(problem)

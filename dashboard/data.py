@@ -65,6 +65,10 @@ def rounds(url: str, study_id: int) -> pd.DataFrame:
                                "seconds": r.seconds, "trained": ", ".join(r.participants.get("trained", [])),
                                "declined": "; ".join(f"{k}: {v}" for k, v in r.participants.get("declined", {}).items()),
                                "failed": r.participants.get("failed", 0), "outcome": r.participants.get("outcome", "aggregated"),
+                               "rejected": "; ".join(f"{k}: {v}" for k, v in {**r.participants.get("rejected", {}),
+                                                                               **r.participants.get("evaluate_rejected", {})}.items()),
+                               "flags": "; ".join(f"{k}: {v}" for k, v in {**r.participants.get("flags", {}),
+                                                                           **r.participants.get("evaluate_flags", {})}.items()),
                                "model_hash": r.model_hash,
                                "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
                               for r in rows])

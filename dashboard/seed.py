@@ -44,7 +44,10 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                     K.MEAN_AUROC: float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
                     K.MEAN_R2: float(0.4 * step / rounds - 0.1), K.EPSILON: epsilon[s]})))
             db.upsert_round(study_id, phase, r, started=t0 + step * 10, seconds=9.0 + rng.random(),
-                            participants={"trained": trained, "declined": declined, "failed": 0},
+                            participants={"trained": trained, "declined": declined, "failed": int(step == 2),
+                                          # one round shows what the audit page warns about
+                                          "rejected": {"node-9": "node 9 is not a registered site"} if step == 2 else {},
+                                          "flags": {names[0]: "lifetime ε went down from 3.000 to 0.100"} if step == 2 else {}},
                             global_metrics=plain({K.LOSS: 1 / step, K.MEAN_AUROC: 0.5 + 0.3 * step / rounds, K.MEAN_R2: 0.4 * step / rounds - 0.1}),
                             model_hash=f"{step:016x}", checkpoint=f"checkpoints/{phase}_round{r}.pt")
             if generations and phase == "generator":

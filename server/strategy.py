@@ -91,6 +91,7 @@ class StudyRounds:
                            plan=study.plan_text, local_epochs=plan.local_epochs, lr=plan.lr,
                            proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
                            finetune_mode=plan.finetune_mode, dp=study.dp, max_site_examples=study.max_site_examples,
+                           max_update_ratio=study.max_update_ratio,
                            seed=study.seed).to_record()
 
     def record_unaggregated(self) -> None:

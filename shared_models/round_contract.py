@@ -24,6 +24,7 @@ class RoundConfig:
     max_grad_norm: float = 0.0
     target_epsilon: float = 0.0
     max_site_examples: int = 1000
+    max_update_ratio: float = 1.0  # the server's bound on an update; a site checks its own before sending
     seed: int = 0
 
     @classmethod

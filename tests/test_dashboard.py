@@ -2,6 +2,7 @@
 plus the sign-in gate and the empty/broken states."""
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,16 @@ from dashboard.seed import seed_study
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/sites.py", "views/privacy.py", "views/generations.py", "views/audit.py"]
+
+
+@pytest.fixture(autouse=True)
+def kiosk_token(monkeypatch):
+    from dashboard import auth
+
+    monkeypatch.setenv("CARDIACFL_DASHBOARD_URL_TOKEN", "1")  # the kiosk opt-in these tests sign in with
+    auth.throttle.clear()  # one throttle per server process: each test starts without earlier failures
+    yield
+    auth.throttle.clear()
 
 
 @pytest.fixture
@@ -41,6 +52,7 @@ def test_no_study_data_without_the_credential(seeded_db):
     at.text_input[0].input("wrong")
     at.button[0].click().run()
     assert "Wrong password" in _text(at)
+    time.sleep(1.1)  # the first failure costs this client a second
     at.text_input[0].input("s3cret")
     at.button[0].click().run()
     assert "Study seeded" in _text(at)
@@ -62,6 +74,7 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
         assert any("out of budget" in w.value or "near budget" in w.value for w in at.warning)
     if page == "views/audit.py":
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 6
+        assert "not a registered site" in _text(at) and "went down" in _text(at)
 
 
 def test_missing_database_is_a_clear_message(tmp_path, monkeypatch):
@@ -94,3 +107,41 @@ def test_a_study_without_generations_says_so(tmp_path, monkeypatch):
     at = _signed_in()
     at.switch_page("views/generations.py").run()
     assert not at.exception and "No generations yet" in _text(at)
+
+
+def test_a_url_token_is_refused_unless_the_kiosk_opt_in_is_set_and_leaves_the_address(seeded_db, monkeypatch):
+    monkeypatch.delenv("CARDIACFL_DASHBOARD_URL_TOKEN")
+    at = _signed_in()
+    assert "Study seeded" not in _text(at) and "token" not in at.query_params
+
+
+def test_wrong_passwords_are_throttled_then_locked_out():
+    from dashboard.throttle import SignInThrottle
+
+    now = [0.0]
+    throttle = SignInThrottle(client_limit=5, global_limit=8, clock=lambda: now[0])
+    waits = []
+    for _ in range(4):
+        throttle.failed("10.0.0.1")
+        waits.append(throttle.wait_s("10.0.0.1"))
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # each failure doubles the wait
+    assert throttle.wait_s("10.0.0.2") == 0  # another client is not slowed by this one
+    throttle.failed("10.0.0.1")
+    assert throttle.wait_s("10.0.0.1") == 900  # locked out
+    for i in range(3):  # guesses spread over addresses: the server-wide limit locks everyone out
+        throttle.failed(f"10.0.1.{i}")
+    assert throttle.wait_s("10.0.0.9") > 0
+    now[0] += 901
+    assert throttle.wait_s("10.0.0.9") == 0 and throttle.wait_s("10.0.0.1") == 0
+
+
+def test_thirty_wrong_passwords_in_the_app_are_stopped_after_a_few(seeded_db):
+    """Before: 30 wrong tokens in 43 s, none slowed. Now the form refuses to even compare after the first."""
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    messages = []
+    for _ in range(30):
+        at.text_input[0].input("wrong")
+        at.button[0].click().run()
+        messages.append(at.error[0].value if at.error else "")
+    assert messages[0] == "Wrong password."
+    assert sum(m == "Wrong password." for m in messages) <= 5 and "Too many failed sign-ins" in messages[-1]

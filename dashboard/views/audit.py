@@ -1,4 +1,5 @@
-"""Audit: every round with participants, declined and failed sites, model hash and checkpoint; CSV export."""
+"""Audit: every round with participants, declined, failed and rejected replies (and why), flags such as a site
+whose lifetime ε went down, model hash and checkpoint; CSV export."""
 
 import streamlit as st
 
@@ -11,7 +12,12 @@ rounds = data.rounds(url, study_id)
 if rounds.empty:
     st.info("No rounds recorded yet.")
     st.stop()
-columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "failed", "model_hash", "checkpoint"]
+columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "failed", "rejected", "flags",
+           "model_hash", "checkpoint"]
 table = rounds[columns]
+for row in table[table["flags"] != ""].itertuples():
+    st.warning(f"{row.phase} round {row.round}: {row.flags}")
+for row in table[table["rejected"] != ""].itertuples():
+    st.error(f"{row.phase} round {row.round}: replies dropped: {row.rejected}")
 st.dataframe(table, hide_index=True, use_container_width=True)
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"study-{study_id}-rounds.csv", mime="text/csv")
