@@ -105,6 +105,8 @@ def train_central(
         reference = mean_training_clip(train) if phase == "generator" else None
         record = {
             "train_examples": len(phase_data), "history": history,
+            # retrieval and embedding spread on the data it trained on: chance here means collapse, not overfit
+            **({"train": evaluate(model, DataLoader(train, batch_size=64), phase, device=device)} if phase == "pretrain" else {}),
             "val": evaluate(model, val_loader, phase, device=device),
             "test": evaluate(model, test_loader, phase, bootstrap=bootstrap, device=device,
                              generate_samples=generate_samples if phase == "generator" else 0, reference_clip=reference),

@@ -29,7 +29,7 @@ from shared_models.model_arrays import load_numpy_state, numpy_state
 from shared_models.round_contract import RoundConfig, parse_plan_text
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import plain
-from shared_models.training import PAIRED_PARTS, TrainOptions, train_phase, trainable_parts
+from shared_models.training import PAIRED_PARTS, TrainOptions, reference_pos_weight, train_phase, trainable_parts
 from shared_models.update_checks import update_problem
 from shared_models.weighted_parts import encode_update
 
@@ -119,11 +119,12 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
         return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
+    pos_weight = reference_pos_weight() if rc.phase == "finetune" else None
     # The data order is reproducible from the server's seed; DP's noise and sampling are not (client/privacy.py).
     loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
     if not dp:
         metrics[K.PREPARE_S] = time.perf_counter() - started
-        result = train_phase(model, loader, options, has_cmr=has_cmr)
+        result = train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight)
     else:
         try:
             with open_ledger(config, locked=True) as ledger:  # held from the budget check to the record
@@ -142,7 +143,8 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
                 privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm,
                                               history=ledger.history)
                 metrics[K.PREPARE_S] = time.perf_counter() - started
-                result = train_phase(model, loader, options, has_cmr=has_cmr, privatize=privatizer)
+                result = train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight,
+                                     privatize=privatizer)
                 privatizer.close()
                 metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
                                                    server_round=rc.server_round, steps=result.steps)

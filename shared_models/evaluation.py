@@ -94,7 +94,15 @@ def _pretrain_metrics(c: _Collected) -> dict[str, float]:
         out[MetricKey.ALIGNMENT_COSINE] = float(np.diag(similarity).mean())
         out[MetricKey.RETRIEVAL_TOP1] = float((similarity.argmax(1) == np.arange(len(ecg))).mean())
         out[MetricKey.RETRIEVAL_CHANCE] = 1.0 / len(ecg)
+        out[MetricKey.ECG_PAIRWISE_COSINE] = _mean_pairwise_cosine(ecg)
+        out[MetricKey.CMR_PAIRWISE_COSINE] = _mean_pairwise_cosine(cmr)
     return out
+
+
+def _mean_pairwise_cosine(unit: np.ndarray) -> float:
+    """Mean cosine over pairs of different rows of unit vectors."""
+    n = len(unit)
+    return float(((unit @ unit.T).sum() - n) / (n * (n - 1)))
 
 
 def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None) -> dict[str, float]:

@@ -37,6 +37,9 @@ class MetricKey(StrEnum):
     ALIGNMENT_COSINE = "alignment_cosine"
     RETRIEVAL_TOP1 = "retrieval_top1"
     RETRIEVAL_CHANCE = "retrieval_chance"
+    # mean cosine between different subjects' embeddings: near 1 means the embeddings barely differ (collapse)
+    ECG_PAIRWISE_COSINE = "ecg_pairwise_cosine"
+    CMR_PAIRWISE_COSINE = "cmr_pairwise_cosine"
     GENERATOR_LOSS = "generator_loss"
     SSIM = "ssim"
     PSNR = "psnr"

@@ -39,3 +39,14 @@ INDICATOR_REFERENCE: dict[str, tuple[float, float]] = {
     "RVSV": (90.0, 20.0),
     "RVEF": (56.0, 10.0),
 }
+
+# Fixed reference prevalence of each screening target (typical of a referral population), for the disease head's
+# starting bias: predictions start at the prior, so the first noisy steps learn who is at risk rather than
+# spending themselves on the base rate. Fixed, like the indicator reference, so no site statistic is needed.
+DISEASE_REFERENCE_PREVALENCE: dict[str, float] = {
+    "CAD": 0.25,
+    "cardiomyopathy": 0.10,
+    "pericarditis": 0.05,
+    "heart_failure": 0.10,
+    "pulmonary_hypertension": 0.05,
+}

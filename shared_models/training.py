@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_models.cardiacnets import CardiacNets
-from shared_models.targets import INDICATOR_REFERENCE, INDICATORS
+from shared_models.targets import DISEASE_REFERENCE_PREVALENCE, DISEASES, INDICATOR_REFERENCE, INDICATORS
 
 PHASES = ("pretrain", "generator", "finetune")
 # Top-level model parts that learn only from ECG-CMR pairs: a site weights their update by its pairs, not its ECGs.
@@ -102,6 +102,14 @@ def unstandardise_indicators(values: torch.Tensor) -> torch.Tensor:
 def _reference(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     table = torch.tensor([INDICATOR_REFERENCE[name] for name in INDICATORS], dtype=like.dtype, device=like.device)
     return table[:, 0], table[:, 1]
+
+
+def reference_pos_weight() -> torch.Tensor:
+    """negatives / positives per disease at the reference prevalence: the class weighting every site uses. A
+    weight fitted to a site's own labels would make each patient's loss depend on every other patient's label,
+    which per-sample clipping does not bound."""
+    prior = torch.tensor([DISEASE_REFERENCE_PREVALENCE[name] for name in DISEASES])
+    return (1 - prior) / prior
 
 
 def finetune_losses(model: CardiacNets, batch: dict, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
