@@ -1,7 +1,8 @@
 """ECG encoder: a ViT over lead x time patches, with masked ECG modelling (MAE-style) for pretraining.
 
-Tokens: every lead is cut into `patch_s` patches; token = Linear(patch) + lead embedding + time embedding
-(+ an "absent lead" embedding for leads a reduced-lead record lacks). A class token (and optionally an
+Tokens: every lead is cut into `patch_s` patches; a token holds `leads_per_token` leads of one patch (1 in the
+reference design; 12 in the CPU preset, one token per time step). token = Linear(patch) + lead-group embedding +
+time embedding + Linear(which of its leads are measured) (a reduced-lead record lacks some). A class token (and optionally an
 (age, sex) token) leads the sequence. All embeddings are nn.Embedding/nn.Linear so Opacus' hooks
 compute per-sample gradients (a raw nn.Parameter would break its "ew" mode).
 """
@@ -17,23 +18,30 @@ from shared_models.transformer import Transformer
 
 
 def patchify(ecg: torch.Tensor, cfg: EcgEncoderConfig) -> torch.Tensor:
-    """(B, leads, T) -> (B, leads * patches, samples_per_patch), lead-major."""
+    """(B, leads, T) -> (B, n_tokens, token_size): lead-group-major; a token is its leads' samples of one patch."""
     B, L, T = ecg.shape
     expected = cfg.samples_per_patch * cfg.patches_per_lead
     if T != expected or L != cfg.n_leads:
         raise ValueError(f"ECG of shape {tuple(ecg.shape)}; the model expects (B, {cfg.n_leads}, {expected})")
-    return ecg.reshape(B, L * cfg.patches_per_lead, cfg.samples_per_patch)
+    x = ecg.reshape(B, cfg.lead_groups, cfg.leads_per_token, cfg.patches_per_lead, cfg.samples_per_patch)
+    return x.transpose(2, 3).reshape(B, cfg.n_tokens, cfg.token_size)
+
+
+def token_leads(lead_mask: torch.Tensor, cfg: EcgEncoderConfig) -> torch.Tensor:
+    """(B, 12) bool -> (B, n_tokens, leads_per_token) bool: which of each token's leads are measured."""
+    groups = lead_mask.reshape(lead_mask.shape[0], cfg.lead_groups, 1, cfg.leads_per_token)
+    return groups.expand(-1, -1, cfg.patches_per_lead, -1).reshape(lead_mask.shape[0], cfg.n_tokens, cfg.leads_per_token)
 
 
 class EcgEncoder(nn.Module):
     def __init__(self, cfg: EcgEncoderConfig):
         super().__init__()
         self.cfg = cfg
-        n_tokens = cfg.n_leads * cfg.patches_per_lead
-        self.patch_embed = nn.Linear(cfg.samples_per_patch, cfg.dim)
-        self.lead_embed = nn.Embedding(cfg.n_leads, cfg.dim)
+        n_tokens = cfg.n_tokens
+        self.patch_embed = nn.Linear(cfg.token_size, cfg.dim)
+        self.lead_embed = nn.Embedding(cfg.lead_groups, cfg.dim)
         self.time_embed = nn.Embedding(cfg.patches_per_lead, cfg.dim)
-        self.presence_embed = nn.Embedding(2, cfg.dim)  # 0: lead absent in this record, 1: measured
+        self.presence_embed = nn.Linear(cfg.leads_per_token, cfg.dim)  # which of the token's leads are measured
         self.cls_embed = nn.Embedding(1, cfg.dim)
         self.demographics = nn.Linear(4, cfg.dim) if cfg.use_demographics else None  # (age/100, sex, 2 masks)
         self.transformer = Transformer(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio)
@@ -52,12 +60,13 @@ class EcgEncoder(nn.Module):
         cfg = self.cfg
         B = ecg.shape[0]
         patches = patchify(ecg, cfg)  # (B, N, P)
-        present = lead_mask.long().repeat_interleave(cfg.patches_per_lead, dim=1)  # (B, N)
+        present = token_leads(lead_mask, cfg).float()  # (B, N, leads_per_token)
         lead = self.lead_index.expand(B, -1)
         time = self.time_index.expand(B, -1)
         if keep is not None:
             patches = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-            present, lead, time = (torch.gather(t, 1, keep) for t in (present, lead, time))
+            present = torch.gather(present, 1, keep.unsqueeze(-1).expand(-1, -1, present.shape[-1]))
+            lead, time = (torch.gather(t, 1, keep) for t in (lead, time))
         x = self.patch_embed(patches) + self.lead_embed(lead) + self.time_embed(time) + self.presence_embed(present)
         prefix = [self.cls_embed(torch.zeros(B, 1, dtype=torch.long, device=ecg.device))]
         if self.demographics is not None:
@@ -72,15 +81,15 @@ class EcgEncoder(nn.Module):
 def build_ecg_decoder(cfg: EcgEncoderConfig) -> MaskedDecoder:
     """Light decoder that reconstructs the hidden ECG patches from the visible tokens."""
     return MaskedDecoder(cfg.dim, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads, cfg.mlp_ratio,
-                         n_tokens=cfg.n_leads * cfg.patches_per_lead, patch_size=cfg.samples_per_patch)
+                         n_tokens=cfg.n_tokens, patch_size=cfg.token_size)
 
 
 def choose_visible(lead_mask: torch.Tensor, cfg: EcgEncoderConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """(B, K) indices of tokens the encoder sees: a random (1 - mask_ratio) share, measured leads first."""
     B = lead_mask.shape[0]
-    n_tokens = cfg.n_leads * cfg.patches_per_lead
+    n_tokens = cfg.n_tokens
     n_keep = max(1, int(round(n_tokens * (1 - cfg.mask_ratio))))
-    present = lead_mask.repeat_interleave(cfg.patches_per_lead, dim=1)
+    present = token_leads(lead_mask, cfg).any(-1)
     noise = torch.rand(B, n_tokens, generator=generator, device=lead_mask.device) + (~present) * 2.0
     return noise.argsort(dim=1)[:, :n_keep]
 
@@ -103,6 +112,6 @@ def masked_ecg_loss(encoder: EcgEncoder, decoder: MaskedDecoder, batch: dict, ge
     keep = choose_visible(batch["lead_mask"], cfg, generator)
     tokens = encoder(batch["ecg"], batch["lead_mask"], batch.get("demographics"), batch.get("demographics_mask"), keep=keep)
     prediction = decoder(tokens[:, encoder.n_prefix:], keep)
-    hidden = batch["lead_mask"].repeat_interleave(cfg.patches_per_lead, dim=1).clone()
+    hidden = token_leads(batch["lead_mask"], cfg).any(-1).clone()
     hidden.scatter_(1, keep, False)
     return masked_reconstruction_loss(prediction, patchify(batch["ecg"], cfg), hidden, cfg.ncc_weight)

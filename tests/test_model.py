@@ -101,8 +101,37 @@ def test_checkpoint_round_trip(tmp_path):
 
 def test_every_preset_passes_opacus_validation():
     # base/paper are only built, not run: they are too large for a CPU test
-    for name in ("tiny", "small"):
+    for name in ("tiny", "small", "cpu"):
         assert ModuleValidator.validate(build_model(name), strict=False) == [], name
+
+
+def test_all_lead_tokens_hold_every_lead_of_one_time_step():
+    from shared_models.ecg_encoder import patchify
+
+    cfg = build_model("cpu").config.ecg
+    T = cfg.samples_per_patch * cfg.patches_per_lead
+    ecg = torch.arange(12 * T, dtype=torch.float32).reshape(1, 12, T)
+    tokens = patchify(ecg, cfg)
+    assert tokens.shape == (1, cfg.patches_per_lead, 12 * cfg.samples_per_patch)
+    p, S = 3, cfg.samples_per_patch
+    expected = torch.cat([ecg[0, lead, p * S:(p + 1) * S] for lead in range(12)])
+    assert torch.equal(tokens[0, p], expected)
+
+
+def test_the_cpu_preset_learns_a_pairing_and_hides_absent_leads():
+    model = build_model("cpu")
+    batch = _batch(model)
+    keep = choose_visible(batch["lead_mask"], model.config.ecg)
+    assert keep.shape == (6, round(model.config.ecg.n_tokens * 0.25))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model.masked_ecg_loss(batch).mean() + model.contrastive_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]
 
 
 def test_untrained_heads_start_at_the_prior_and_rank_nobody(tiny_cohort_template):
