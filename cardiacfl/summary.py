@@ -13,7 +13,17 @@ from rundb.reader import open_readonly
 from rundb.schema import Round, SiteMetric, Study
 from shared_models.site_metrics import HEADLINE
 from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import lab_key
 
+# What the lab's own held-out panel says after each phase: (label, key, baseline label, baseline key or value).
+LAB_ROWS = {
+    "pretrain": [("ECG->CMR retrieval top-1", K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE),
+                 ("CMR embeddings' mean pairwise cosine", K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
+                 ("ECG embeddings' mean pairwise cosine", K.ECG_PAIRWISE_COSINE, "all alike", 1.0)],
+    "generator": [("SSIM to the real clip", K.SSIM, "mean clip", K.BASELINE_SSIM),
+                  ("EF-proxy MAE", K.EF_PROXY_MAE, "mean clip", K.BASELINE_EF_PROXY_MAE)],
+    "finetune": [("mean AUROC", K.MEAN_AUROC, "chance", 0.5), ("mean R²", K.MEAN_R2, "predicting the mean", 0.0)],
+}
 
 
 def print_summary(db_path: Path, console: Console | None = None) -> None:
@@ -39,6 +49,7 @@ def print_summary(db_path: Path, console: Console | None = None) -> None:
         table.add_row(phase, str(len(phase_rounds)), f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
                       *[f"{last[k]:.3f}" if isinstance(last.get(k), float) else "" for k in HEADLINE])
     console.print(table)
+    _print_lab_table(rounds, console)
     sites = Table(title="per site: final validation metrics and privacy spent")
     for column in ("site", "phase", K.MEAN_AUROC, K.MEAN_R2, "ε spent", "ε budget", "σ", "declined"):
         sites.add_column(column)
@@ -56,6 +67,22 @@ def print_summary(db_path: Path, console: Console | None = None) -> None:
                       _fmt(fit.metrics.get(K.TARGET_EPSILON) if fit else None),
                       _fmt(fit.metrics.get(K.NOISE_MULTIPLIER) if fit else None), str(declined.get(site, 0)))
     console.print(sites)
+
+
+def _print_lab_table(rounds: list[Round], console: Console) -> None:
+    """Held-out metrics the lab computed on its own reference panel (no site data), last round of each phase."""
+    last_by_phase = {r.phase: r.global_metrics or {} for r in rounds}
+    if not any(k.startswith(lab_key("")) for metrics in last_by_phase.values() for k in metrics):
+        return
+    table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase")
+    for column in ("phase", "metric", "value", "baseline"):
+        table.add_column(column)
+    for phase, metrics in last_by_phase.items():
+        for label, key, baseline_label, baseline in LAB_ROWS.get(phase, []):
+            if isinstance(baseline, str):
+                baseline = metrics.get(lab_key(baseline))
+            table.add_row(phase, label, _fmt(metrics.get(lab_key(key))), f"{_fmt(baseline)} ({baseline_label})")
+    console.print(table)
 
 
 def _fmt(value) -> str:

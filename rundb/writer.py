@@ -46,6 +46,8 @@ class RunDatabase:
                 row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
                 s.add(row)
             for key, value in values.items():
+                if key == "global_metrics":  # the sites' means and the lab's own evaluation arrive separately
+                    value = {**(row.global_metrics or {}), **value}
                 setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
 
     def merge_participants(self, study_id: int, phase: str, server_round: int, extra: dict) -> None:

@@ -11,8 +11,8 @@ if [ ! -f "$COHORT/site_configs/hospital-c.toml" ]; then
   .venv/bin/cardiacfl synth --out "$COHORT" --sites 3 --seed 0
 fi
 if [ ! -f "$PANEL/site_configs/hospital-a.toml" ]; then
-  # The coordinating lab's own reference pairs for the generation gallery (not any site's data).
-  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects 4 --seed 99
+  # The coordinating lab's own labelled pairs: its held-out evaluation and the generation gallery (no site data).
+  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects 120 --seed 99
 fi
 for config in site_configs/*.toml; do
   .venv/bin/cardiacfl data check --site-config "$config"

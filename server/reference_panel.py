@@ -1,11 +1,12 @@
-"""The lab's reference panel: a few ECG-CMR pairs the coordinating lab itself holds (for the demo, a small
-synthetic cohort), read through the same site ingest. After generator rounds the ServerApp generates CMR
-clips from the panel's ECGs with the global model and stores them, with SSIM/PSNR against the real clips,
-for the dashboard's gallery. No site data is involved."""
+"""The lab's reference panel: labelled ECG-CMR pairs the coordinating lab itself holds (for the demo, a
+synthetic cohort drawn apart from the sites'), read through the same site ingest. After every round the ServerApp
+scores the global model on the whole panel (held-out data: no site trained on it), and after generator rounds it
+generates CMR clips from the first few ECGs for the dashboard's gallery. No site data is involved."""
 
 from __future__ import annotations
 
 import torch
+from torch.utils.data import DataLoader
 
 from sitedata.site_config import load_site_config
 from sitedata.site_data import prepare_site
@@ -14,12 +15,30 @@ from rundb.schema import npy_bytes
 from rundb.writer import RunDatabase
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
+from shared_models.evaluation import evaluate
+from shared_models.site_metrics import lab_key
 
 
-def load_panel(site_config: str, size: int) -> list[tuple[str, dict]]:
-    site = prepare_site(load_site_config(site_config))
-    dataset = SiteDataset(site)
-    return [(dataset.subject_of(i).subject_id, dataset[i]) for i in range(min(size, len(dataset)))]
+class LabPanel:
+    def __init__(self, site_config: str):
+        self.dataset = SiteDataset(prepare_site(load_site_config(site_config)))  # every split: the lab's own data
+
+    def references(self, size: int) -> list[tuple[str, dict]]:
+        """The first `size` windows, for the generation gallery."""
+        return [(self.dataset.subject_of(i).subject_id, self.dataset[i]) for i in range(min(size, len(self.dataset)))]
+
+    def evaluate(self, model: CardiacNets, phase: str, *, seed: int = 0) -> dict[str, float]:
+        """The global model's metrics on the whole panel, keys prefixed `lab/` (baselines included)."""
+        reference = mean_clip(self.dataset) if phase == "generator" else None
+        result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed,
+                          generate_samples=8 if phase == "generator" else 0, reference_clip=reference)
+        return {lab_key(k): v for k, v in result.items()}
+
+
+def mean_clip(dataset: SiteDataset):
+    """The mean CMR clip of the panel: the trivial baseline a generated clip must beat."""
+    clips = [dataset[i]["cmr"] for i in range(len(dataset)) if bool(dataset[i]["has_cmr"])]
+    return torch.stack(clips).mean(0).numpy() if clips else None
 
 
 def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,

@@ -28,7 +28,7 @@ def parse_site_nodes(text: str) -> dict[int, str]:
 def main(grid: Grid, context: Context) -> None:
     import torch
 
-    from server.reference_panel import load_panel, record_generations
+    from server.reference_panel import LabPanel, record_generations
     from rundb.writer import RunDatabase
     from server.secure_aggregation import phase_workflow
     from server.strategy import StudyRecorder, make_strategy
@@ -42,7 +42,8 @@ def main(grid: Grid, context: Context) -> None:
     db = RunDatabase(str(run_config.get("run-db", "runs/study.db")))
     out = Path(str(run_config.get("out-dir", "runs/study")))
     panel_config = str(run_config.get("reference-panel", ""))
-    panel = load_panel(panel_config, study.generate_reference) if panel_config else []
+    lab_panel = LabPanel(panel_config) if panel_config else None
+    panel = lab_panel.references(study.generate_reference) if lab_panel else []
 
     torch.manual_seed(study.seed)
     model = build_model(study.preset)
@@ -56,6 +57,8 @@ def main(grid: Grid, context: Context) -> None:
         load_numpy_state(model, global_state)
         path = out / f"{phase}_round{server_round}.pt"
         save_checkpoint(path, model, phase=phase, step=server_round)
+        if lab_panel is not None:
+            db.upsert_round(study_id, phase, server_round, global_metrics=lab_panel.evaluate(model, phase, seed=study.seed))
         if phase == "generator":
             record_generations(db, study_id, phase, server_round, model, panel, seed=study.seed)
         return str(path)

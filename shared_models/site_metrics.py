@@ -66,6 +66,11 @@ HEADLINE = (MetricKey.LOSS, MetricKey.MASKED_ECG, MetricKey.RETRIEVAL_TOP1, Metr
             MetricKey.MEAN_AUROC, MetricKey.MEAN_R2)
 
 
+def lab_key(key: str) -> str:
+    """The same metric computed by the lab on its own held-out reference panel (no site data)."""
+    return f"lab/{key}"
+
+
 def plain(metrics: dict) -> dict:
     """Keys as plain strings, for Flower's records and JSON."""
     return {str(k): v for k, v in metrics.items()}

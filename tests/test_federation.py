@@ -130,3 +130,28 @@ def test_cmr_side_parts_are_weighted_by_pairs_only(tiny_cohort_template):
     pairs = sum(1 for s in site.subjects if s.split == "train" and s.cmr_key is not None)
     weights = part_examples(data, {"ecg_encoder", "cmr_encoder", "ecg_projection"})
     assert weights == {"ecg_encoder": len(data), "cmr_encoder": pairs, "ecg_projection": pairs}
+
+
+def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_it(tiny_cohort_template, tmp_path):
+    from rich.console import Console
+
+    from cardiacfl.summary import print_summary
+    from rundb.writer import RunDatabase
+    from server.reference_panel import LabPanel
+    from shared_models.cardiacnets import build_model
+
+    panel = LabPanel(str(tiny_cohort_template / "site_configs" / "hospital-a.toml"))
+    model = build_model("tiny")
+    finetune = panel.evaluate(model, "finetune")
+    assert finetune["lab/mean_auroc"] == 0.5 and all(k.startswith("lab/") for k in finetune)  # untrained: no ranking
+    pretrain = panel.evaluate(model, "pretrain")
+    assert {"lab/retrieval_top1", "lab/retrieval_chance", "lab/cmr_pairwise_cosine"} <= set(pretrain)
+
+    db = RunDatabase(str(tmp_path / "run.db"))
+    study_id = db.start_study("s", "tiny", {"phases": [{"name": "finetune"}]}, total_rounds=1)
+    db.upsert_round(study_id, "finetune", 1, global_metrics=finetune)
+    db.upsert_round(study_id, "finetune", 1, global_metrics={"loss": 1.0})  # the sites' means arrive later: both kept
+    console = Console(record=True, width=200)
+    print_summary(tmp_path / "run.db", console)
+    text = console.export_text()
+    assert "reference panel" in text and "mean AUROC" in text and "0.500" in text and "(chance)" in text

@@ -5,6 +5,7 @@ import streamlit as st
 
 from dashboard import data
 from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import lab_key
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 
@@ -25,7 +26,9 @@ def live() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Global validation metrics")
-        chosen = [m for m in (f"global/{k}" for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2)) if m in metrics]
+        st.caption("global/lab/…: the lab's own held-out reference panel; the others: means of what sites released.")
+        chosen = [m for m in (f"global/{k}" for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2, lab_key(K.MEAN_AUROC), lab_key(K.MEAN_R2),
+                                                     lab_key(K.RETRIEVAL_TOP1), lab_key(K.SSIM))) if m in metrics]
         long = rounds.melt(id_vars=["step", "phase", "round"], value_vars=chosen, var_name="metric").dropna()
         st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
             x=alt.X("step:Q", title="round (all phases)"), y="value:Q", color="metric:N",
