@@ -119,20 +119,10 @@ class StudyRounds:
         recorder, phase = self.recorder, self.plan.name
         self.aggregated.add(server_round)
         secagg = recorder.study.secagg.enabled
-        accepted, rows, rejected, flags = [], [], {}, {}
-        for proxy, fit in results:
-            metrics = dict(fit.metrics)
-            site, problem = recorder.identify(proxy.node_id, metrics)
-            if problem is None and not secagg:  # SecAgg+: one site's update is never seen; its aggregate is checked below
-                problem = update_problem(parameters_to_ndarrays(fit.parameters), self.global_state, recorder.study.max_update_ratio)
-            if problem:
-                rejected[site] = problem
-                continue
-            if (flag := recorder.epsilon_flags(site, metrics)):
-                flags[site] = flag
-            accepted.append((proxy, fit))
-            rows.append((phase, server_round, "fit", site, metrics))
-        recorder.db.add_site_metrics(recorder.study_id, rows)
+        # SecAgg+: one site's update is never seen; the aggregate is checked below instead
+        check = None if secagg else (lambda fit: update_problem(parameters_to_ndarrays(fit.parameters), self.global_state,
+                                                                 recorder.study.max_update_ratio))
+        accepted, rows, rejected, flags = self._screen(server_round, "fit", results, check)
         outcome = None
         if accepted:
             # Plain rounds: each result holds one site's encoded arrays. SecAgg+ rounds: every result holds the
@@ -170,6 +160,28 @@ class StudyRounds:
                                  model_hash=model_hash(self.global_state), checkpoint=checkpoint)
         return parameters, {"sites_trained": len(trained)}
 
+    def _screen(self, server_round: int, kind: str, results: list, check=None) -> tuple[list, list, dict, dict]:
+        """Keep the replies that came from a registered site under its own name (and pass `check`), record
+        their metrics; -> (accepted replies, their metric rows, rejected site -> reason, flagged site -> reason)."""
+        recorder = self.recorder
+        accepted, rows, rejected, flags = [], [], {}, {}
+        for proxy, reply in results:
+            metrics = dict(reply.metrics)
+            site, problem = recorder.identify(proxy.node_id, metrics)
+            if problem is None and check is not None:
+                problem = check(reply)
+            if problem:
+                rejected[site] = problem
+                continue
+            if (flag := recorder.epsilon_flags(site, metrics)):
+                flags[site] = flag
+            accepted.append((proxy, reply))
+            if kind == "evaluate":
+                metrics[K.NUM_EXAMPLES] = reply.num_examples
+            rows.append((self.plan.name, server_round, kind, site, metrics))
+        recorder.db.add_site_metrics(recorder.study_id, rows)
+        return accepted, rows, rejected, flags
+
     def configure_evaluate(self, server_round, parameters, client_manager):
         instructions = super().configure_evaluate(server_round, parameters, client_manager)
         config = self.round_config(server_round)
@@ -177,18 +189,7 @@ class StudyRounds:
 
     def aggregate_evaluate(self, server_round, results, failures):
         recorder = self.recorder
-        accepted, rows, rejected, flags = [], [], {}, {}
-        for proxy, res in results:
-            metrics = dict(res.metrics)
-            site, problem = recorder.identify(proxy.node_id, metrics)
-            if problem:
-                rejected[site] = problem
-                continue
-            if (flag := recorder.epsilon_flags(site, metrics)):
-                flags[site] = flag
-            accepted.append((proxy, res))
-            rows.append((self.plan.name, server_round, "evaluate", site, metrics | {K.NUM_EXAMPLES: res.num_examples}))
-        recorder.db.add_site_metrics(recorder.study_id, rows)
+        accepted, _, rejected, flags = self._screen(server_round, "evaluate", results)
         loss, summary = super().aggregate_evaluate(server_round, accepted, failures)
         recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round, global_metrics=summary)
         if rejected or flags:
