@@ -42,6 +42,10 @@ class EcgEncoder(nn.Module):
         self.lead_embed = nn.Embedding(cfg.lead_groups, cfg.dim)
         self.time_embed = nn.Embedding(cfg.patches_per_lead, cfg.dim)
         self.presence_embed = nn.Linear(cfg.leads_per_token, cfg.dim)  # which of the token's leads are measured
+        # Small like the other embeddings: torch's default Linear init added the same large vector to every
+        # token of every full-lead record, and the ECG features barely depended on the ECG (shared part 59x the rest).
+        nn.init.normal_(self.presence_embed.weight, std=0.02)
+        nn.init.zeros_(self.presence_embed.bias)
         self.cls_embed = nn.Embedding(1, cfg.dim)
         self.demographics = nn.Linear(4, cfg.dim) if cfg.use_demographics else None  # (age/100, sex, 2 masks)
         self.transformer = Transformer(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio)
