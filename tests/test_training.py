@@ -140,3 +140,20 @@ def test_evaluation_reports_aggregates_per_phase(loader):
     assert all(isinstance(v, float) for v in finetune.values())
     # the same model and data give the same figures (fixed evaluation masks and noise)
     assert evaluate(model, loader, "pretrain")["masked_ecg"] == pretrain["masked_ecg"]
+
+
+def test_evaluation_keeps_label_and_score_conventions_across_sites(cohort_sites):
+    """A model whose disease score is the label itself must reach AUROC 1 on every disease, over all sites'
+    samples pooled: a sign or label-order slip anywhere between manifest and metric would show here."""
+    dataset = ConcatDataset([SiteDataset(site) for site in cohort_sites])
+    model = build_model("tiny")
+
+    def heads_that_know(batch):
+        indicators = torch.zeros(len(batch["ecg"]), 9)
+        return indicators, batch["diseases"] * 4 - 2  # logit +2 for positives, -2 for negatives
+
+    model.heads = heads_that_know
+    result = evaluate(model, DataLoader(dataset, batch_size=16), "finetune")
+    aurocs = {k: v for k, v in result.items() if k.startswith("auroc/") and not k.endswith(("_low", "_high"))}
+    defined = [v for v in aurocs.values() if not math.isnan(v)]
+    assert defined and all(v == 1.0 for v in defined)
