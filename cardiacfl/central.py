@@ -14,12 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sitedata.pooling import labelled_fraction, load_sites, pooled
 from sitedata.site_data import PreparedSite
+from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
@@ -47,12 +47,6 @@ def data_hash(sites: list[PreparedSite]) -> str:
         for s in sorted(site.subjects, key=lambda s: s.subject_id):
             digest.update(f"{site.config.site_id}|{s.split}|{s.ecg_key}|{s.cmr_key}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def mean_training_clip(dataset: Dataset) -> np.ndarray | None:
-    """The trivial generator baseline: the mean CMR clip of the training set."""
-    clips = [item["cmr"].numpy() for item in _iterate(dataset) if bool(item["has_cmr"])]
-    return np.mean(clips, axis=0) if clips else None
 
 
 def train_central(
@@ -102,7 +96,7 @@ def train_central(
             step += result.steps
             history.append(asdict(result))
         val_loader, test_loader = (DataLoader(d, batch_size=64) for d in (val, test))
-        reference = mean_training_clip(train) if phase == "generator" else None
+        reference = mean_cmr_clip(train) if phase == "generator" else None
         record = {
             "train_examples": len(phase_data), "history": history,
             # retrieval and embedding spread on the data it trained on: chance here means collapse, not overfit

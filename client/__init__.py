@@ -1,2 +1,2 @@
-"""What runs at a hospital inside Flower: the ClientApp, one site round, the Opacus privatizer (the only
-Opacus importer) and the site's lifetime privacy ledger."""
+"""What runs at a hospital inside Flower: the ClientApp, one site round, the site's privacy policy and metric
+release rules, the Opacus privatizer and the site's lifetime privacy ledger (the only modules that import Opacus)."""

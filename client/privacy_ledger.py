@@ -158,14 +158,14 @@ class PrivacyLedger:
             if extra:
                 spent.append([*old[-1][:2], extra])
         spent += new[len(old):] if old else new
-        for mechanism in spent:
-            self._append({"kind": "spend", "mechanism": [float(mechanism[0]), float(mechanism[1]), int(mechanism[2])],
-                          "study": study, "phase": phase, "round": server_round, "steps": steps}, save=False)
-        if spent:
-            self.entries[-1]["epsilon"] = self.epsilon
-            self._rehash_last()
+        spent = [[float(sigma), float(rate), int(n)] for sigma, rate, n in spent]
+        lifetime = epsilon_of(self.history + spent, self.target_delta)
+        for index, mechanism in enumerate(spent):
+            closing = {"epsilon": lifetime} if index == len(spent) - 1 else {}  # the round's last entry carries its ε
+            self._append({"kind": "spend", "mechanism": mechanism, "study": study, "phase": phase, "round": server_round,
+                          "steps": steps, **closing}, save=False)
         self.save()
-        return self.epsilon
+        return lifetime
 
     def record_decline(self, *, study: str, phase: str, server_round: int, reason: str) -> None:
         self._append({"kind": "decline", "study": study, "phase": phase, "round": server_round, "reason": reason})
@@ -178,9 +178,6 @@ class PrivacyLedger:
         self.entries.append(entry)
         if save:
             self.save()
-
-    def _rehash_last(self) -> None:
-        self.entries[-1]["hash"] = _entry_hash(self.entries[-1])
 
     def save(self) -> None:
         """Write both copies; only ever extending what is on disk (append-only)."""

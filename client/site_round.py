@@ -107,12 +107,11 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     refusal = policy_refusal(rc, config)
     if refusal:
         return declined(refusal)
-    dp = rc.dp or config.privacy.required  # the site's policy, never lowered by the round
     data = phase_dataset(site, rc.phase)
     has_cmr = site_has_cmr(site)
     model = _model(rc.preset, global_state)
     options = TrainOptions(phase=rc.phase, epochs=rc.local_epochs, lr=rc.lr, proximal_mu=rc.proximal_mu,
-                           finetune_mode=rc.finetune_mode, alignment="distill" if dp else "infonce",
+                           finetune_mode=rc.finetune_mode, alignment="distill" if rc.dp else "infonce",
                            seed=rc.seed + rc.server_round, device=config.training.device)
     parts = trainable_parts(options, has_cmr=has_cmr) if len(data) else set()
     batch = config.training.batch_size
@@ -122,7 +121,7 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     pos_weight = reference_pos_weight() if rc.phase == "finetune" else None
     # The data order is reproducible from the server's seed; DP's noise and sampling are not (client/privacy.py).
     loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
-    if not dp:
+    if not rc.dp:  # only where the site's policy allows it (policy_refusal above)
         metrics[K.PREPARE_S] = time.perf_counter() - started
         result = train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight)
     else:

@@ -40,24 +40,17 @@ class RunDatabase:
                 setattr(study, key, value)
 
     def upsert_round(self, study_id: int, phase: str, server_round: int, **values) -> None:
+        """Create or update a round. Dict columns (participants, global metrics) gain the given keys: a round's
+        record arrives in parts (the sites' fit and evaluate replies, the lab's own evaluation)."""
         with self.session.begin() as s:
             row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
             if row is None:
                 row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
                 s.add(row)
             for key, value in values.items():
-                if key == "global_metrics":  # the sites' means and the lab's own evaluation arrive separately
-                    value = {**(row.global_metrics or {}), **value}
-                setattr(row, key, finite_or_null(value) if isinstance(value, dict) else value)
-
-    def merge_participants(self, study_id: int, phase: str, server_round: int, extra: dict) -> None:
-        """Add keys to a round's participants record (e.g. what its evaluation rejected)."""
-        with self.session.begin() as s:
-            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
-            if row is None:
-                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=time.time())
-                s.add(row)
-            row.participants = finite_or_null({**(row.participants or {}), **extra})
+                if isinstance(value, dict):
+                    value = finite_or_null({**(getattr(row, key) or {}), **value})
+                setattr(row, key, value)
 
     def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
         """(phase, round, kind, site, metrics) rows, all in one transaction."""

@@ -5,12 +5,14 @@ generates CMR clips from the first few ECGs for the dashboard's gallery. No site
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch.utils.data import DataLoader
 
 from sitedata.site_config import load_site_config
 from sitedata.site_data import prepare_site
-from sitedata.site_dataset import SiteDataset
+from sitedata.site_dataset import SiteDataset, mean_cmr_clip
 from rundb.schema import npy_bytes
 from rundb.writer import RunDatabase
 from shared_models import metrics
@@ -27,18 +29,17 @@ class LabPanel:
         """The first `size` windows, for the generation gallery."""
         return [(self.dataset.subject_of(i).subject_id, self.dataset[i]) for i in range(min(size, len(self.dataset)))]
 
+    @cached_property
+    def mean_clip(self):
+        """The panel's mean CMR clip, the generator's baseline: the same every round, so read once."""
+        return mean_cmr_clip(self.dataset)
+
     def evaluate(self, model: CardiacNets, phase: str, *, seed: int = 0) -> dict[str, float]:
         """The global model's metrics on the whole panel, keys prefixed `lab/` (baselines included)."""
-        reference = mean_clip(self.dataset) if phase == "generator" else None
+        reference = self.mean_clip if phase == "generator" else None
         result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed,
                           generate_samples=8 if phase == "generator" else 0, reference_clip=reference)
         return {lab_key(k): v for k, v in result.items()}
-
-
-def mean_clip(dataset: SiteDataset):
-    """The mean CMR clip of the panel: the trivial baseline a generated clip must beat."""
-    clips = [dataset[i]["cmr"] for i in range(len(dataset)) if bool(dataset[i]["has_cmr"])]
-    return torch.stack(clips).mean(0).numpy() if clips else None
 
 
 def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,

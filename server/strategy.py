@@ -193,8 +193,8 @@ class StudyRounds:
         loss, summary = super().aggregate_evaluate(server_round, accepted, failures)
         recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round, global_metrics=summary)
         if rejected or flags:
-            recorder.db.merge_participants(recorder.study_id, self.plan.name, server_round,
-                                           {"evaluate_rejected": rejected, "evaluate_flags": flags})
+            recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round,
+                                     participants={"evaluate_rejected": rejected, "evaluate_flags": flags})
         return loss, summary
 
 

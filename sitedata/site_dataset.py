@@ -45,3 +45,9 @@ class SiteDataset(Dataset):
             "demographics": torch.from_numpy(np.nan_to_num(demographics)),  # (age years, sex 1=M)
             "demographics_mask": torch.from_numpy(np.isfinite(demographics)),
         }
+
+
+def mean_cmr_clip(dataset: Dataset) -> np.ndarray | None:
+    """The mean CMR clip over a dataset's paired samples: the trivial baseline a generated clip must beat."""
+    clips = [item["cmr"].numpy() for item in (dataset[i] for i in range(len(dataset))) if bool(item["has_cmr"])]
+    return np.mean(clips, axis=0) if clips else None
