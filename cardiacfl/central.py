@@ -8,7 +8,6 @@ real test clips above the generated ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sitedata.pooling import labelled_fraction, load_sites, pooled
+from sitedata.pooling import data_hash, labelled_fraction, load_sites, pooled
 from sitedata.site_data import PreparedSite
 from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets, build_model
@@ -38,15 +37,6 @@ def disease_pos_weight(dataset: Dataset) -> torch.Tensor:
 
 def _iterate(dataset: Dataset):
     return (dataset[i] for i in range(len(dataset)))
-
-
-def data_hash(sites: list[PreparedSite]) -> str:
-    """Identifies the training data (cache keys are content hashes) without revealing it."""
-    digest = hashlib.sha256()
-    for site in sites:
-        for s in sorted(site.subjects, key=lambda s: s.subject_id):
-            digest.update(f"{site.config.site_id}|{s.split}|{s.ecg_key}|{s.cmr_key}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def train_central(

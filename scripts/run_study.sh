@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The main job: a local multi-site study on the embedded defaults.
-# environment -> synthetic 3-site cohort + the lab's reference panel -> check every site -> the federated
-# study (pretrain -> generator -> fine-tune, DP-SGD + SecAgg+, TLS + site authentication) -> summary table.
+# environment -> synthetic 3-site cohort + the lab's reference panel and public cohort -> check every site ->
+# the study (the lab's public pretraining, then federated pretrain -> generator -> fine-tune with DP-SGD +
+# SecAgg+, TLS + site authentication) -> summary table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
 COHORT=${COHORT:-data/demo-cohort}
 PANEL=${PANEL:-data/reference-panel}
+PUBLIC=data/public-cohort  # named in studies/demo.toml
 if [ ! -f "$COHORT/site_configs/hospital-c.toml" ]; then
   .venv/bin/cardiacfl synth --out "$COHORT" --sites 3 --seed 0
 fi
 if [ ! -f "$PANEL/site_configs/hospital-a.toml" ]; then
   # The coordinating lab's own labelled pairs: its held-out evaluation and the generation gallery (no site data).
   .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects 120 --seed 99
+fi
+if [ ! -f "$PUBLIC/site_configs/hospital-b.toml" ]; then
+  # The lab's own non-private pairs it pretrains on before round 1 (two scanners; apart from sites and panel).
+  .venv/bin/cardiacfl synth --out "$PUBLIC" --sites 2 --subjects 300 --seed 7
 fi
 for config in site_configs/*.toml; do
   .venv/bin/cardiacfl data check --site-config "$config"

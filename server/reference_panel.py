@@ -23,7 +23,9 @@ from shared_models.site_metrics import lab_key
 
 class LabPanel:
     def __init__(self, site_config: str):
-        self.dataset = SiteDataset(prepare_site(load_site_config(site_config)))  # every split: the lab's own data
+        config = load_site_config(site_config)
+        self.data_root = config.data_root
+        self.dataset = SiteDataset(prepare_site(config))  # every split: the lab's own data
 
     def references(self, size: int) -> list[tuple[str, dict]]:
         """The first `size` windows, for the generation gallery."""
@@ -36,10 +38,17 @@ class LabPanel:
 
     def evaluate(self, model: CardiacNets, phase: str, *, seed: int = 0) -> dict[str, float]:
         """The global model's metrics on the whole panel, keys prefixed `lab/` (baselines included)."""
-        reference = self.mean_clip if phase == "generator" else None
+        reference = _training_mean_clip(model, self.mean_clip) if phase == "generator" else None
         result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed,
-                          generate_samples=8 if phase == "generator" else 0, reference_clip=reference)
+                          generate_samples=24 if phase == "generator" else 0, reference_clip=reference)
         return {lab_key(k): v for k, v in result.items()}
+
+
+def _training_mean_clip(model: CardiacNets, panel_mean):
+    """The baseline a generated clip must beat: the mean clip of the data the generator learned from (its prior,
+    from the lab's public data) where it has one, else the panel's own mean (a stricter, test-set baseline)."""
+    prior = (model.generator.prior_clip.numpy() + 1) / 2
+    return prior if model.generator.prior_clip.abs().sum() > 0 else panel_mean
 
 
 def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,

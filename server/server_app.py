@@ -3,7 +3,9 @@ previous phase's global weights, with SecAgg+ for training rounds, and records t
 
 Run config (`flwr run --run-config`): `study-config` (path to the study TOML on the server), `run-db`
 (SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
-the lab's reference panel), `site-nodes` ("site=node_id,..." from key registration: who each node is), `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
+the lab's reference panel), `site-nodes` ("site=node_id,..." from key registration: who each node is). With `[public_data]` in the study,
+the lab first trains on its own non-private data (server/public_data.py), recorded as phases `public-<phase>`
+round 0. `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
 and the next phase starts from the last of them; sites' privacy ledgers carry on regardless).
 """
 
@@ -28,11 +30,13 @@ def parse_site_nodes(text: str) -> dict[int, str]:
 def main(grid: Grid, context: Context) -> None:
     import torch
 
+    from server.public_data import train_on_public_data
     from server.reference_panel import LabPanel, record_generations
     from rundb.writer import RunDatabase
     from server.secure_aggregation import phase_workflow
     from server.strategy import StudyRecorder, make_strategy
     from server.study_config import load_study_config
+    from sitedata.site_config import load_site_config
     from shared_models.cardiacnets import build_model
     from shared_models.checkpoint import load_checkpoint, save_checkpoint
     from shared_models.model_arrays import load_numpy_state, numpy_state
@@ -47,10 +51,25 @@ def main(grid: Grid, context: Context) -> None:
 
     torch.manual_seed(study.seed)
     model = build_model(study.preset)
-    state = numpy_state(model)
+    public = study.public_data
     study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
-                                                         "secagg": study.secagg.__dict__, "dp": study.dp},
+                                                         "secagg": study.secagg.__dict__, "dp": study.dp,
+                                                         "public_data": _public_summary(public)},
                               total_rounds=sum(p.rounds for p in study.phases))
+    if public is not None:
+        if lab_panel is not None and lab_panel.data_root in {load_site_config(p).data_root for p in public.sites}:
+            raise ValueError(f"{panel_config}: the reference panel is also declared as public training data; "
+                             "held-out figures need data the model never saw")
+        for done in train_on_public_data(model, public, out, seed=study.seed):
+            phase = f"public-{done.phase}"
+            lab = lab_panel.evaluate(model, done.phase, seed=study.seed) if lab_panel else {}
+            db.upsert_round(study_id, phase, 0, started=time.time(), seconds=done.seconds, global_metrics=lab,
+                            participants={"public": {"examples": done.examples, "epochs": done.epochs, "dp": False,
+                                                     "cached": done.cached, "description": public.description}},
+                            checkpoint=str(out / f"{phase}.pt"))
+            if done.phase == "generator":
+                record_generations(db, study_id, phase, 0, model, panel, seed=study.seed)
+    state = numpy_state(model)
     recorder = StudyRecorder(db, study_id, study, node_sites=parse_site_nodes(str(run_config.get("site-nodes", ""))))
 
     def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
@@ -85,3 +104,11 @@ def main(grid: Grid, context: Context) -> None:
     except BaseException:
         db.update_study(study_id, status="failed", finished=time.time())
         raise
+
+
+def _public_summary(public) -> dict | None:
+    """What the run DB and the dashboard say about the public data (no paths: they are the lab's)."""
+    if public is None:
+        return None
+    return {"description": public.description, "sites": [p.stem for p in public.sites], "dp": False,
+            **{f"{phase}_epochs": public.epochs(phase) for phase in ("pretrain", "generator", "finetune")}}

@@ -45,6 +45,24 @@ class SecAggSettings:
 
 
 @dataclass(frozen=True)
+class PublicData:
+    """The lab's own non-private ECG-CMR data (no site's patients), trained on centrally and without DP before
+    round 1: self-supervised pretraining with InfoNCE (which DP-SGD cannot use) and, where labelled, the
+    generator and heads. Sites then refine that model under DP. 0 epochs skips a phase."""
+
+    sites: tuple[Path, ...] = ()  # site configs of the public data, read through the same ingest
+    description: str = "the coordinating lab's own non-private data"
+    pretrain_epochs: int = 0
+    generator_epochs: int = 0
+    finetune_epochs: int = 0
+    lr: float = 1e-3
+    batch_size: int = 32
+
+    def epochs(self, phase: str) -> int:
+        return getattr(self, f"{phase}_epochs")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     path: Path
     name: str
@@ -57,6 +75,7 @@ class StudyConfig:
     generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
     phases: tuple[PhasePlan, ...] = field(default_factory=tuple)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
+    public_data: PublicData | None = None
 
     @property
     def plan_text(self) -> str:
@@ -68,9 +87,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
     path = Path(path)
     raw = read_toml(path, StudyConfigError, "study config")
     fail = lambda key, expected, got: _fail(path, key, expected, got)  # noqa: E731
-    _known(path, raw, "", {"study", "secagg", "phase"})
+    _known(path, raw, "", {"study", "secagg", "phase", "public_data"})
     study = raw.get("study", {})
-    _known(path, study, "study", {f.name for f in fields(StudyConfig)} - {"path", "phases", "secagg"})
+    _known(path, study, "study", {f.name for f in fields(StudyConfig)} - {"path", "phases", "secagg", "public_data"})
     if "name" not in study:
         fail("study.name", "a study name", None)
     if study.get("preset", "small") not in PRESETS:
@@ -92,8 +111,25 @@ def load_study_config(path: str | Path) -> StudyConfig:
     secagg_raw = raw.get("secagg", {})
     _known(path, secagg_raw, "secagg", {f.name for f in fields(SecAggSettings)})
     secagg = SecAggSettings(**secagg_raw)
+    public = _public_data(path, raw.get("public_data"))
+    if study.get("dp", True) and any(p.name == "pretrain" for p in phases) and not (public and public.pretrain_epochs):
+        fail("public_data.pretrain_epochs", "public pretraining before a DP pretrain phase: under DP a site aligns "
+             "its ECGs to the CMR embedding that InfoNCE on non-private pairs trained (an untrained one is nearly "
+             "constant and the alignment collapses). Declare [public_data] or drop the pretrain phase", 0)
     values = {k: v for k, v in study.items() if k != "sites"}
-    return StudyConfig(path=path, sites=sites, phases=tuple(phases), secagg=secagg, **values)
+    return StudyConfig(path=path, sites=sites, phases=tuple(phases), secagg=secagg, public_data=public, **values)
+
+
+def _public_data(path: Path, table: dict | None) -> PublicData | None:
+    if table is None:
+        return None
+    _known(path, table, "public_data", {f.name for f in fields(PublicData)})
+    public = PublicData(**{**table, "sites": tuple((path.parent / s).resolve() for s in table.get("sites", []))})
+    if not public.sites:
+        _fail(path, "public_data.sites", "at least one site config of the lab's public data", table.get("sites"))
+    if min(public.pretrain_epochs, public.generator_epochs, public.finetune_epochs) < 0:
+        _fail(path, "public_data", "epochs of 0 or more", table)
+    return public
 
 
 def _known(path: Path, table: dict, prefix: str, allowed: set[str]) -> None:

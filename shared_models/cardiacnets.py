@@ -79,8 +79,9 @@ class CardiacNets(nn.Module):
 
     def distillation_loss(self, batch: dict) -> torch.Tensor:
         """Per-sample (B,) alignment for DP-SGD: 1 - cosine between a sample's ECG embedding and its own
-        CMR embedding, the CMR side detached (it learns from masked CMR modelling, so nothing collapses).
-        Each term depends on one sample only, so per-sample clipping bounds its influence. 0 without CMR."""
+        CMR embedding from the frozen CMR side (trained by InfoNCE on non-private pairs; a CMR side trained
+        here could shrink to a constant that every ECG matches, and did). Each term depends on one sample
+        only, so per-sample clipping bounds its influence. 0 without CMR."""
         with torch.no_grad():  # a target only; no_grad also keeps Opacus from recording this second CMR pass
             target = self.cmr_embedding(batch["cmr"])
         cosine = F.cosine_similarity(self.ecg_embedding(batch), target, dim=-1)
@@ -102,9 +103,10 @@ class CardiacNets(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: dict, *, steps: int | None = None, guidance: float | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 temperature: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """ECG -> CMR cine clips (B, frames, H, W) in [0, 1]."""
-        return self.generator.sample(self.ecg_tokens(batch), steps=steps, guidance=guidance, generator=generator)
+        return self.generator.sample(self.ecg_tokens(batch), steps=steps, guidance=guidance, temperature=temperature,
+                                     generator=generator)
 
 
 def _init_embeddings(module: nn.Module) -> None:

@@ -6,6 +6,9 @@ space-time tubelets that cross-attends to the ECG encoder's tokens.
 - Classifier-free guidance: during training `cond_dropout` of the samples see a learned null condition
   instead of their ECG; sampling mixes conditional and unconditional predictions with `guidance`.
 - Sampling: deterministic DDIM (eta = 0) over `sample_steps` steps.
+- Prior clip: diffusion runs on the residual from a fixed population-mean clip (`set_prior_clip`, from the lab's
+  public data), and the output layer starts at zero, so an untrained generator samples that mean clip and
+  training only has to learn what the ECG changes. Without a prior the residual is from mid-grey.
 Clips are in [0, 1] outside this module and in [-1, 1] inside it.
 """
 
@@ -50,6 +53,15 @@ class CmrGenerator(nn.Module):
         self.blocks = nn.ModuleList(ConditionedBlock(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
         self.out = nn.Linear(cfg.dim, patch)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        # A buffer, not a parameter: it travels with the weights but no site trains it.
+        self.register_buffer("prior_clip", torch.zeros(cmr.frames, cmr.image_size, cmr.image_size))
+
+    @torch.no_grad()
+    def set_prior_clip(self, clip: torch.Tensor) -> None:
+        """clip (F, H, W) in [0, 1]: the population-mean clip the residual diffusion starts from."""
+        self.prior_clip.copy_(torch.as_tensor(clip, dtype=self.prior_clip.dtype) * 2 - 1)
 
     def _tubelets(self, clip: torch.Tensor) -> torch.Tensor:
         return tubelets(clip, self.cmr.frames, self.cmr.image_size, self.cfg.tubelet_frames, self.cfg.tubelet_pixels)
@@ -74,7 +86,7 @@ class CmrGenerator(nn.Module):
     def loss(self, clip: torch.Tensor, ecg_tokens: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-sample (B,) denoising MSE (on x0 or v) at a random step, with condition dropout applied."""
         B = clip.shape[0]
-        x0 = clip * 2 - 1
+        x0 = clip * 2 - 1 - self.prior_clip
         t = torch.randint(1, self.cfg.train_timesteps + 1, (B,), generator=generator, device=clip.device)
         noise = torch.randn(x0.shape, generator=generator, device=clip.device)
         a = alpha_bar(t, self.cfg.train_timesteps).view(B, 1, 1, 1)
@@ -86,14 +98,15 @@ class CmrGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, ecg_tokens: torch.Tensor, *, steps: int | None = None, guidance: float | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """DDIM (eta = 0) from pure noise -> clips (B, F, H, W) in [0, 1]."""
+               temperature: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM (eta = 0) from noise scaled by `temperature` -> clips (B, F, H, W) in [0, 1]."""
         cfg = self.cfg
         steps = steps or cfg.sample_steps
         guidance = cfg.guidance if guidance is None else guidance
+        temperature = cfg.temperature if temperature is None else temperature
         B, device = ecg_tokens.shape[0], ecg_tokens.device
         shape = (B, self.cmr.frames, self.cmr.image_size, self.cmr.image_size)
-        x = torch.randn(shape, generator=generator, device=device)
+        x = temperature * torch.randn(shape, generator=generator, device=device)
         conditioned = self.condition(ecg_tokens, torch.zeros(B, dtype=torch.bool, device=device))
         unconditioned = self.condition(ecg_tokens, torch.ones(B, dtype=torch.bool, device=device))
         schedule = torch.linspace(cfg.train_timesteps, 0, steps + 1, device=device).round().long()
@@ -106,8 +119,8 @@ class CmrGenerator(nn.Module):
             a = alpha_bar(t, cfg.train_timesteps)
             a_next = alpha_bar(t_next, cfg.train_timesteps) if t_next > 0 else torch.ones((), device=device)
             x0 = output if cfg.prediction == "x0" else a.sqrt() * x - (1 - a).sqrt() * output
-            x0 = x0.clamp(-1, 1)
+            x0 = torch.maximum(torch.minimum(x0, 1 - self.prior_clip), -1 - self.prior_clip)  # clip in [-1, 1]
             noise = (x - a.sqrt() * x0) / (1 - a).sqrt()  # consistent with the clamped x0
             x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * noise
-        return ((x + 1) / 2).clamp(0, 1)
+        return ((x + self.prior_clip + 1) / 2).clamp(0, 1)
 

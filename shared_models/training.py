@@ -4,8 +4,12 @@ site calls it once per round over its own data. It knows nothing of Flower or Op
 FedProx through `proximal_mu` plus the global weights of the round.
 
 Phases and what they train:
-- pretrain:  masked ECG modelling + ECG-CMR alignment (ECG encoder/decoder, projections, CMR encoder; with
-             `alignment="distill"` also the CMR masked decoder). Sites without CMR train the ECG side only.
+- pretrain:  masked ECG modelling + ECG-CMR alignment. `alignment="infonce"` (no DP: the lab's public data,
+             centralized runs) trains both sides: ECG encoder/decoder, projections, and the CMR encoder by
+             masked CMR modelling plus the contrastive loss. `alignment="distill"` (DP at a site) trains the
+             ECG side only, towards the frozen CMR embedding of each pair: a fixed target the ECG cannot
+             collapse, which InfoNCE on non-private pairs must have trained first. Sites without CMR train
+             the ECG encoder/decoder only.
 - generator: the ECG-conditioned CMR diffusion model; the ECG encoder is its frozen condition.
 - finetune:  the indicator and disease heads, plus the ECG encoder unless `finetune_mode="linear"`.
 """
@@ -74,8 +78,8 @@ def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
         parts = {"ecg_encoder", "ecg_decoder"}
         if has_cmr:
             parts |= {"ecg_projection"}
-            # distill: the CMR side learns by masked CMR modelling alone (its projection stays fixed)
-            parts |= {"cmr_encoder", "cmr_decoder"} if options.alignment == "distill" else {"cmr_encoder", "cmr_projection"}
+            if options.alignment == "infonce":
+                parts |= {"cmr_encoder", "cmr_decoder", "cmr_projection"}
         return parts
     if options.phase == "generator":
         return {"generator"} if has_cmr else set()
@@ -145,9 +149,8 @@ class PhaseObjective(nn.Module):
             return _mean(finetune_losses(model, batch, self.pos_weight))
         loss = _mean(model.masked_ecg_loss(batch))
         if options.alignment == "infonce":
-            return loss + options.alignment_weight * model.contrastive_loss(batch)
-        aligned = options.alignment_weight * model.distillation_loss(batch) + model.masked_cmr_loss(batch)
-        return loss + _mean(aligned)
+            return loss + _mean(model.masked_cmr_loss(batch)) + options.alignment_weight * model.contrastive_loss(batch)
+        return loss + options.alignment_weight * _mean(model.distillation_loss(batch))
 
 
 def _mean(per_sample: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ def test_condition_dropout_is_applied_in_training():
     tokens = model.ecg_tokens(batch).detach()
     other = torch.randn_like(tokens)
     gen = model.generator
+    torch.nn.init.normal_(gen.out.weight, std=0.02)  # the output starts at zero, where no condition can matter
 
     def loss(condition_tokens):
         return gen.loss(batch["cmr"], condition_tokens, torch.Generator().manual_seed(3))
@@ -47,7 +48,9 @@ def test_generator_loss_is_zero_for_samples_without_cmr():
 
 
 def test_ddim_sampling_gives_reproducible_clips_in_range_and_guidance_costs_one_extra_pass():
+    torch.manual_seed(0)
     model = build_model("tiny").eval()
+    torch.nn.init.normal_(model.generator.out.weight, std=0.02)  # as if trained: the output depends on its input
     batch = _inputs(model, B=2)
     calls = []
     handle = model.generator.register_forward_hook(lambda *_: calls.append(1))
@@ -80,3 +83,16 @@ def test_generator_learns_to_follow_its_condition():
         optimizer.step()
     clips = model.generate(batch, steps=4, generator=torch.Generator().manual_seed(0))
     assert clips[:4].mean() < 0.35 and clips[4:].mean() > 0.65
+
+
+def test_an_untrained_generator_samples_its_prior_clip_and_training_moves_it():
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    batch = _inputs(model)
+    prior = torch.linspace(0.1, 0.9, model.config.cmr.image_size).expand(model.config.cmr.frames, model.config.cmr.image_size, -1)
+    model.generator.set_prior_clip(prior)
+    clip = model.generate(batch, steps=3, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(clip, prior.expand_as(clip), atol=1e-5)  # the mean heart, not noise
+    torch.nn.init.normal_(model.generator.out.weight, std=0.02)
+    assert not torch.allclose(model.generate(batch, steps=3), prior.expand_as(clip), atol=1e-3)
+    assert "generator.prior_clip" in model.state_dict()  # it travels with the weights

@@ -1,0 +1,89 @@
+"""Before round 1 the lab trains the starting model on its own non-private data (`[public_data]` in the study
+config), centrally and without DP: masked ECG + masked CMR modelling with InfoNCE alignment (a loss that couples
+the samples of a batch, so DP-SGD at a site cannot use it), then the generator and the heads where the data has
+pairs and labels. Sites then refine this model under DP: the established recipe of public pretraining followed
+by private fine-tuning. No site data is involved, so no privacy budget is spent here.
+
+Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data and the settings, so a resumed or
+repeated study does not train it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from pathlib import Path
+from torch.utils.data import DataLoader
+
+from server.study_config import PublicData
+from sitedata.pooling import data_hash, labelled_fraction, pooled
+from sitedata.site_config import load_site_config
+from sitedata.site_data import prepare_site
+from sitedata.site_dataset import mean_cmr_clip
+from shared_models.cardiacnets import CardiacNets
+from shared_models.checkpoint import load_checkpoint, save_checkpoint
+from shared_models.model_arrays import numpy_state, load_numpy_state
+from shared_models.training import PHASES, TrainOptions, reference_pos_weight, train_phase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PublicPhase:
+    phase: str
+    epochs: int
+    examples: int
+    seconds: float
+    mean_loss: float
+    cached: bool
+
+
+def train_on_public_data(model: CardiacNets, public: PublicData, out: Path, *, seed: int = 0) -> list[PublicPhase]:
+    """Train `model` in place on the public data, phase by phase; -> what each phase did."""
+    sites = [prepare_site(load_site_config(path)) for path in public.sites]
+    train = pooled(sites, "train")
+    if len(train) == 0:
+        raise ValueError(f"public data ({', '.join(str(p) for p in public.sites)}): no usable training samples")
+    prior = mean_cmr_clip(train)
+    if prior is not None:  # the generator's starting point: the mean public clip, never a site's
+        model.generator.set_prior_clip(torch.from_numpy(prior))
+    key = hashlib.sha256(f"{data_hash(sites)}|{model.config.to_dict()}|{seed}|{public.lr}|{public.batch_size}".encode())
+    done = []
+    for phase in PHASES:
+        epochs = public.epochs(phase)
+        key.update(f"|{phase}:{epochs}".encode())  # a phase's result depends on every phase before it
+        if not epochs:
+            continue
+        path, digest = out / f"public-{phase}.pt", key.hexdigest()[:16]
+        data = labelled_fraction(train, 1.0) if phase == "finetune" else train
+        cached = path.is_file() and load_checkpoint(path)[1].get("data_hash") == digest
+        started = time.perf_counter()
+        if cached:
+            load_numpy_state(model, numpy_state(load_checkpoint(path)[0]))
+            mean_loss = float("nan")
+        else:
+            loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
+                                generator=torch.Generator().manual_seed(seed))
+            options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed)
+            result = train_phase(model, loader, options, pos_weight=reference_pos_weight() if phase == "finetune" else None,
+                                 progress=_logger(phase))
+            mean_loss = result.mean_loss
+            save_checkpoint(path, model, phase=f"public-{phase}", step=result.steps, data_hash=digest)
+        done.append(PublicPhase(phase, epochs, len(data), time.perf_counter() - started, mean_loss, cached))
+        log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data),
+                 done[-1].seconds, " (cached)" if cached else "")
+    return done
+
+
+def _logger(phase: str):
+    last = [0.0]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step == total or time.perf_counter() - last[0] > 15:
+            last[0] = time.perf_counter()
+            log.info("public data, %s: step %d/%d, loss %.4f", phase, step, total, loss)
+    return progress
