@@ -18,7 +18,7 @@ def tubelets(clip: torch.Tensor, frames: int, image_size: int, tubelet_frames: i
         raise ValueError(f"CMR clip of shape {tuple(clip.shape)}; the model expects (B, {frames}, {image_size}, {image_size})")
     tf, tp = tubelet_frames, tubelet_pixels
     x = clip.reshape(B, F // tf, tf, H // tp, tp, W // tp, tp)
-    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(B, -1, tf * tp * tp)
+    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(B, (F // tf) * (H // tp) * (W // tp), tf * tp * tp)
 
 
 def untubelets(tokens: torch.Tensor, frames: int, image_size: int, tubelet_frames: int, tubelet_pixels: int) -> torch.Tensor:

@@ -159,3 +159,15 @@ def test_evaluation_keeps_label_and_score_conventions_across_sites(cohort_sites)
     aurocs = {k: v for k, v in result.items() if k.startswith("auroc/") and not k.endswith(("_low", "_high"))}
     defined = [v for v in aurocs.values() if not math.isnan(v)]
     assert defined and all(v == 1.0 for v in defined)
+
+
+@pytest.mark.parametrize("phase", ["pretrain", "generator", "finetune"])
+@pytest.mark.parametrize("alignment", ["infonce", "distill"])
+def test_an_empty_poisson_batch_gives_a_finite_loss(loader, phase, alignment):
+    """DP's Poisson sampling sometimes draws no sample at all; the step must still run (and add its noise)."""
+    from shared_models.training import PhaseObjective
+
+    batch = next(iter(loader))
+    empty = {k: v[:0] for k, v in batch.items()}
+    loss = PhaseObjective(build_model("tiny"), TrainOptions(phase=phase, alignment=alignment))(empty)
+    assert torch.isfinite(loss) and float(loss) == 0.0

@@ -1,0 +1,67 @@
+"""The lab's public pretraining: it must leave embeddings that differ between subjects and retrieve a subject's
+own CMR from its ECG above chance on the data it trained on (the two checks that would have caught the collapse
+of the DP-only alignment), it is cached, and DP rounds at a site then keep the CMR side fixed."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from client.privacy import OpacusPrivatizer
+from server.public_data import train_on_public_data
+from server.study_config import PublicData
+from sitedata.pooling import load_sites, pooled
+from shared_models.cardiacnets import build_model
+from shared_models.evaluation import evaluate
+from shared_models.model_arrays import numpy_state
+from shared_models.site_metrics import MetricKey as K
+from shared_models.training import TrainOptions, train_phase
+
+SPREAD_FLOOR = 0.9  # mean pairwise cosine of embeddings across subjects must stay below this
+
+
+def _public(cohort, epochs=120):
+    configs = sorted((cohort / "site_configs").glob("*.toml"))[:2]  # the two paired sites
+    return PublicData(sites=tuple(configs), pretrain_epochs=epochs, generator_epochs=1, finetune_epochs=1, batch_size=8, lr=3e-4)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_cohort_template, tmp_path_factory):
+    """(public data, its cache folder, the untrained model's pretrain metrics, the trained model, what it did)."""
+    torch.manual_seed(0)
+    public = _public(tiny_cohort_template)
+    train = pooled(load_sites(public.sites[0].parent), "train")
+    model = build_model("tiny")
+    before = evaluate(model, DataLoader(train, batch_size=64), "pretrain")
+    out = tmp_path_factory.mktemp("public")
+    done = train_on_public_data(model, public, out, seed=0)
+    return public, out, train, before, model, done
+
+
+def test_public_pretraining_spreads_embeddings_retrieves_above_chance_and_is_cached(pretrained):
+    public, out, train, before, model, done = pretrained
+    assert [d.phase for d in done] == ["pretrain", "generator", "finetune"] and not any(d.cached for d in done)
+    after = evaluate(model, DataLoader(train, batch_size=64), "pretrain")
+    assert after[K.CMR_PAIRWISE_COSINE] < SPREAD_FLOOR and after[K.ECG_PAIRWISE_COSINE] < SPREAD_FLOOR
+    assert after[K.RETRIEVAL_TOP1] >= 3 * after[K.RETRIEVAL_CHANCE] > 0
+    assert after[K.RETRIEVAL_TOP1] > before[K.RETRIEVAL_TOP1]
+    assert model.generator.prior_clip.abs().sum() > 0  # the mean public clip, the generator's starting point
+
+    again = build_model("tiny")
+    assert all(d.cached for d in train_on_public_data(again, public, out, seed=0))
+    assert all((numpy_state(again)[k] == v).all() for k, v in numpy_state(model).items())
+
+
+def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretrained):
+    public, model = pretrained[0], copy.deepcopy(pretrained[4])
+    site = pooled(load_sites(public.sites[1]), "train")
+    cmr_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("cmr_encoder", "cmr_projection"))}
+    privatizer = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0)
+    train_phase(model, DataLoader(site, batch_size=4, shuffle=True), TrainOptions(phase="pretrain", alignment="distill", epochs=3),
+                privatize=privatizer)
+    privatizer.close()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in cmr_before.items())
+    spread = evaluate(model, DataLoader(site, batch_size=64), "pretrain")
+    assert spread[K.CMR_PAIRWISE_COSINE] < SPREAD_FLOOR and spread[K.ECG_PAIRWISE_COSINE] < SPREAD_FLOOR
