@@ -20,8 +20,8 @@ LAB_ROWS = {
     "pretrain": [("ECG->CMR retrieval top-1", K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE),
                  ("CMR embeddings' mean pairwise cosine", K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
                  ("ECG embeddings' mean pairwise cosine", K.ECG_PAIRWISE_COSINE, "all alike", 1.0)],
-    "generator": [("SSIM to the real clip", K.SSIM, "mean clip", K.BASELINE_SSIM),
-                  ("EF-proxy MAE", K.EF_PROXY_MAE, "mean clip", K.BASELINE_EF_PROXY_MAE)],
+    "generator": [("SSIM to the real clip", K.SSIM, "mean training clip", K.BASELINE_SSIM),
+                  ("EF-proxy MAE", K.EF_PROXY_MAE, "mean training clip", K.BASELINE_EF_PROXY_MAE)],
     "finetune": [("mean AUROC", K.MEAN_AUROC, "chance", 0.5), ("mean R²", K.MEAN_R2, "predicting the mean", 0.0)],
 }
 
@@ -74,11 +74,12 @@ def _print_lab_table(rounds: list[Round], console: Console) -> None:
     last_by_phase = {r.phase: r.global_metrics or {} for r in rounds}
     if not any(k.startswith(lab_key("")) for metrics in last_by_phase.values() for k in metrics):
         return
-    table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase")
+    table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase; "
+                        "public-* rows: the lab's public data alone, before any site took part")
     for column in ("phase", "metric", "value", "baseline"):
         table.add_column(column)
     for phase, metrics in last_by_phase.items():
-        for label, key, baseline_label, baseline in LAB_ROWS.get(phase, []):
+        for label, key, baseline_label, baseline in LAB_ROWS.get(phase.removeprefix("public-"), []):
             if isinstance(baseline, str):
                 baseline = metrics.get(lab_key(baseline))
             table.add_row(phase, label, _fmt(metrics.get(lab_key(key))), f"{_fmt(baseline)} ({baseline_label})")

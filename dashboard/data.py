@@ -54,7 +54,8 @@ def studies(url: str) -> pd.DataFrame:
         return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status,
                               "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
                               "started": pd.to_datetime(r.started, unit="s"),
-                              "phases": [p["name"] for p in r.config.get("phases", [])]} for r in rows])
+                              "phases": [p["name"] for p in r.config.get("phases", [])],
+                              "public_data": r.config.get("public_data")} for r in rows])
 
 
 @st.cache_data(ttl=TTL)

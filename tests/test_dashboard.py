@@ -70,6 +70,8 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
     at.switch_page(page).run()
     assert not at.exception, at.exception
     assert expected in _text(at)
+    if page == "views/overview.py":
+        assert "without DP" in _text(at) and "pretrain 60" in _text(at)  # the public data is declared
     if page == "views/privacy.py":
         assert any("out of budget" in w.value or "near budget" in w.value for w in at.warning)
     if page == "views/audit.py":

@@ -19,6 +19,12 @@ def live() -> None:
     total = max(int(study["total_rounds"]), 1)
     st.progress(min(done / total, 1.0), text=f"{study['status']}: phase {study['phase'] or '-'}, round {study['round']} "
                                               f"({done} of {total} rounds done; phases {' → '.join(study['phases'])})")
+    public = study["public_data"]
+    if public:
+        epochs = ", ".join(f"{phase} {public[f'{phase}_epochs']}" for phase in ("pretrain", "generator", "finetune")
+                           if public.get(f"{phase}_epochs"))
+        st.info(f"Public data: before round 1 the lab trained on {public['description']} (epochs: {epochs}), centrally "
+                "and without DP: it holds no site's patients. Rounds `public-*` show that model on the lab's panel.")
     if rounds.empty:
         st.info("No round has finished yet.")
         return
