@@ -4,6 +4,9 @@ the samples of a batch, so DP-SGD at a site cannot use it), then the generator a
 pairs and labels. Sites then refine this model under DP: the established recipe of public pretraining followed
 by private fine-tuning. No site data is involved, so no privacy budget is spent here.
 
+Fine-tuning keeps the epoch with the lowest loss on the public data's own validation split (early stopping): a
+linear head fitted to a few hundred people overshoots, and the sites' few DP steps cannot pull it back.
+
 Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data and the settings, so a resumed or
 repeated study does not train it again.
 """
@@ -26,6 +29,8 @@ from sitedata.site_data import prepare_site
 from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
+from shared_models.evaluation import evaluate
+from shared_models.site_metrics import MetricKey as K
 from shared_models.model_arrays import numpy_state, load_numpy_state
 from shared_models.training import PHASES, TrainOptions, reference_pos_weight, train_phase
 
@@ -69,14 +74,36 @@ def train_on_public_data(model: CardiacNets, public: PublicData, out: Path, *, s
             loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
                                 generator=torch.Generator().manual_seed(seed))
             options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed)
-            result = train_phase(model, loader, options, pos_weight=reference_pos_weight() if phase == "finetune" else None,
-                                 progress=_logger(phase))
+            if phase == "finetune":
+                result = _finetune_with_early_stopping(model, loader, pooled(sites, "val"), options)
+            else:
+                result = train_phase(model, loader, options, progress=_logger(phase))
             mean_loss = result.mean_loss
             save_checkpoint(path, model, phase=f"public-{phase}", step=result.steps, data_hash=digest)
         done.append(PublicPhase(phase, epochs, len(data), time.perf_counter() - started, mean_loss, cached))
         log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data),
                  done[-1].seconds, " (cached)" if cached else "")
     return done
+
+
+def _finetune_with_early_stopping(model: CardiacNets, loader: DataLoader, validation, options: TrainOptions):
+    """Fine-tune epoch by epoch and keep the weights with the lowest validation loss."""
+    epochs, options.epochs = options.epochs, 1
+    val_loader = DataLoader(validation, batch_size=64)
+    best, best_state, result = float("inf"), _copy_of_weights(model), None
+    for epoch in range(epochs):
+        options.seed += 1  # a fresh data order and masks each epoch
+        result = train_phase(model, loader, options, pos_weight=reference_pos_weight())
+        loss = evaluate(model, val_loader, "finetune")[K.LOSS] if len(validation) else -epoch
+        if loss < best:
+            best, best_state = loss, _copy_of_weights(model)
+            log.info("public data, finetune: epoch %d, validation loss %.4f (best so far)", epoch + 1, loss)
+    load_numpy_state(model, best_state)
+    return result
+
+
+def _copy_of_weights(model: CardiacNets) -> dict:
+    return {name: array.copy() for name, array in numpy_state(model).items()}  # numpy_state shares memory
 
 
 def _logger(phase: str):

@@ -16,7 +16,7 @@ from shared_models.cardiacnets import build_model
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import numpy_state
 from shared_models.site_metrics import MetricKey as K
-from shared_models.training import TrainOptions, train_phase
+from shared_models.training import TrainOptions, reference_pos_weight, train_phase
 
 SPREAD_FLOOR = 0.9  # mean pairwise cosine of embeddings across subjects must stay below this
 
@@ -65,3 +65,24 @@ def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretraine
     assert all(torch.equal(state[k], v) for k, v in cmr_before.items())
     spread = evaluate(model, DataLoader(site, batch_size=64), "pretrain")
     assert spread[K.CMR_PAIRWISE_COSINE] < SPREAD_FLOOR and spread[K.ECG_PAIRWISE_COSINE] < SPREAD_FLOOR
+
+
+def test_public_fine_tuning_keeps_the_epoch_with_the_lowest_validation_loss(pretrained):
+    from server.public_data import _finetune_with_early_stopping
+
+    public, model = pretrained[0], copy.deepcopy(pretrained[4])
+    sites = load_sites(public.sites[0].parent)
+    train, validation = pooled(sites[:2], "train"), pooled(sites[:2], "val")
+    val_loader = DataLoader(validation, batch_size=64)
+
+    def loader():
+        return DataLoader(train, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    losses, replay, replay_loader = [], copy.deepcopy(model), loader()
+    for epoch in range(4):  # the same epochs by hand, recording each one's validation loss
+        train_phase(replay, replay_loader, TrainOptions(phase="finetune", epochs=1, lr=3e-2, seed=epoch + 1),
+                    pos_weight=reference_pos_weight())
+        losses.append(evaluate(replay, val_loader, "finetune")[K.LOSS])
+    # a rate high enough to overshoot
+    _finetune_with_early_stopping(model, loader(), validation, TrainOptions(phase="finetune", epochs=4, lr=3e-2, seed=0))
+    assert abs(evaluate(model, val_loader, "finetune")[K.LOSS] - min(losses)) < 1e-4
