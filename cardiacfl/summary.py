@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +28,8 @@ LAB_ROWS = {
 
 
 def print_summary(db_path: Path, console: Console | None = None) -> None:
-    console = console or Console()
+    # piped into a log, rich would wrap at 80 columns and cut site names; a log has room
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
     with Session(open_readonly(str(db_path))) as s:
         study = s.scalars(select(Study).order_by(Study.id.desc())).first()
         if study is None:
