@@ -7,8 +7,9 @@ by private fine-tuning. No site data is involved, so no privacy budget is spent 
 Fine-tuning keeps the epoch with the lowest loss on the public data's own validation split (early stopping): a
 linear head fitted to a few hundred people overshoots, and the sites' few DP steps cannot pull it back.
 
-Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data and the settings, so a resumed or
-repeated study does not train it again.
+The ServerApp calls this at the start of each phase, before that phase's federated rounds. Each phase's result is
+cached in `out/public-<phase>.pt`, keyed by the data, the settings and the model it started from, so a resumed
+or repeated study does not train it again.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from torch.utils.data import DataLoader
 from server.study_config import PublicData
 from sitedata.pooling import data_hash, labelled_fraction, pooled
 from sitedata.site_config import load_site_config
-from sitedata.site_data import prepare_site
+from sitedata.site_data import PreparedSite, prepare_site
 from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
 from shared_models.site_metrics import MetricKey as K
 from shared_models.model_arrays import numpy_state, load_numpy_state
-from shared_models.training import PHASES, TrainOptions, reference_pos_weight, train_phase
+from shared_models.training import TrainOptions, reference_pos_weight, train_phase
 
 log = logging.getLogger(__name__)
 
@@ -47,42 +48,49 @@ class PublicPhase:
     cached: bool
 
 
-def train_on_public_data(model: CardiacNets, public: PublicData, out: Path, *, seed: int = 0) -> list[PublicPhase]:
-    """Train `model` in place on the public data, phase by phase; -> what each phase did."""
-    sites = [prepare_site(load_site_config(path)) for path in public.sites]
+def public_sites(public: PublicData) -> list[PreparedSite]:
+    return [prepare_site(load_site_config(path)) for path in public.sites]
+
+
+def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[PreparedSite], phase: str, out: Path, *,
+                         seed: int = 0) -> PublicPhase | None:
+    """Train `model` in place on the public data for one phase (None when the study gives it no epochs). The ServerApp
+    calls it at the start of each phase, before that phase's federated rounds, so every phase starts from what the
+    public data teaches it on top of the model so far (heads fitted to the final encoder, not to an earlier one)."""
+    epochs = public.epochs(phase)
+    if not epochs:
+        return None
     train = pooled(sites, "train")
     if len(train) == 0:
         raise ValueError(f"public data ({', '.join(str(p) for p in public.sites)}): no usable training samples")
-    prior = mean_cmr_clip(train)
-    if prior is not None:  # the generator's starting point: the mean public clip, never a site's
-        model.generator.set_prior_clip(torch.from_numpy(prior))
-    key = hashlib.sha256(f"{data_hash(sites)}|{model.config.to_dict()}|{seed}|{public.lr}|{public.batch_size}".encode())
-    done = []
-    for phase in PHASES:
-        epochs = public.epochs(phase)
-        key.update(f"|{phase}:{epochs}".encode())  # a phase's result depends on every phase before it
-        if not epochs:
-            continue
-        path, digest = out / f"public-{phase}.pt", key.hexdigest()[:16]
-        data = labelled_fraction(train, 1.0) if phase == "finetune" else train
-        cached = path.is_file() and load_checkpoint(path)[1].get("data_hash") == digest
-        started = time.perf_counter()
-        if cached:
-            load_numpy_state(model, numpy_state(load_checkpoint(path)[0]))
-            mean_loss = float("nan")
+    if phase == "generator":
+        prior = mean_cmr_clip(train)
+        if prior is not None:  # the generator's starting point: the mean public clip, never a site's
+            model.generator.set_prior_clip(torch.from_numpy(prior))
+    # The result depends on the data, the settings and the model it starts from.
+    incoming = hashlib.sha256(b"".join(array.tobytes() for array in numpy_state(model).values())).hexdigest()
+    digest = hashlib.sha256(f"{data_hash(sites)}|{model.config.to_dict()}|{seed}|{public.lr}|{public.batch_size}|"
+                            f"{phase}:{epochs}|{incoming}".encode()).hexdigest()[:16]
+    path = out / f"public-{phase}.pt"
+    data = labelled_fraction(train, 1.0) if phase == "finetune" else train
+    cached = path.is_file() and load_checkpoint(path)[1].get("data_hash") == digest
+    started = time.perf_counter()
+    if cached:
+        load_numpy_state(model, numpy_state(load_checkpoint(path)[0]))
+        mean_loss = float("nan")
+    else:
+        loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
+                            generator=torch.Generator().manual_seed(seed))
+        options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed)
+        if phase == "finetune":
+            result = _finetune_with_early_stopping(model, loader, pooled(sites, "val"), options)
         else:
-            loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
-                                generator=torch.Generator().manual_seed(seed))
-            options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed)
-            if phase == "finetune":
-                result = _finetune_with_early_stopping(model, loader, pooled(sites, "val"), options)
-            else:
-                result = train_phase(model, loader, options, progress=_logger(phase))
-            mean_loss = result.mean_loss
-            save_checkpoint(path, model, phase=f"public-{phase}", step=result.steps, data_hash=digest)
-        done.append(PublicPhase(phase, epochs, len(data), time.perf_counter() - started, mean_loss, cached))
-        log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data),
-                 done[-1].seconds, " (cached)" if cached else "")
+            result = train_phase(model, loader, options, progress=_logger(phase))
+        mean_loss = result.mean_loss
+        save_checkpoint(path, model, phase=f"public-{phase}", step=result.steps, data_hash=digest)
+    done = PublicPhase(phase, epochs, len(data), time.perf_counter() - started, mean_loss, cached)
+    log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data), done.seconds,
+             " (cached)" if cached else "")
     return done
 
 

@@ -30,7 +30,7 @@ def parse_site_nodes(text: str) -> dict[int, str]:
 def main(grid: Grid, context: Context) -> None:
     import torch
 
-    from server.public_data import train_on_public_data
+    from server.public_data import public_sites, train_on_public_data
     from server.reference_panel import LabPanel, record_generations
     from rundb.writer import RunDatabase
     from server.secure_aggregation import phase_workflow
@@ -40,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     from shared_models.cardiacnets import build_model
     from shared_models.checkpoint import load_checkpoint, save_checkpoint
     from shared_models.model_arrays import load_numpy_state, numpy_state
+    from shared_models.training import PHASES
 
     run_config = context.run_config
     study = load_study_config(str(run_config["study-config"]))
@@ -60,16 +61,22 @@ def main(grid: Grid, context: Context) -> None:
         if lab_panel is not None and lab_panel.data_root in {load_site_config(p).data_root for p in public.sites}:
             raise ValueError(f"{panel_config}: the reference panel is also declared as public training data; "
                              "held-out figures need data the model never saw")
-        for done in train_on_public_data(model, public, out, seed=study.seed):
-            phase = f"public-{done.phase}"
-            lab = lab_panel.evaluate(model, done.phase, seed=study.seed) if lab_panel else {}
-            db.upsert_round(study_id, phase, 0, started=time.time(), seconds=done.seconds, global_metrics=lab,
-                            participants={"public": {"examples": done.examples, "epochs": done.epochs, "dp": False,
-                                                     "cached": done.cached, "description": public.description}},
-                            checkpoint=str(out / f"{phase}.pt"))
-            if done.phase == "generator":
-                record_generations(db, study_id, phase, 0, model, panel, seed=study.seed)
-    state = numpy_state(model)
+        public_data_sites = public_sites(public)
+
+    def public_step(phase: str) -> None:
+        """The lab's public data for this phase, before its federated rounds (recorded as `public-<phase>` round 0)."""
+        done = train_on_public_data(model, public, public_data_sites, phase, out, seed=study.seed) if public else None
+        if done is None:
+            return
+        name = f"public-{phase}"
+        lab = lab_panel.evaluate(model, phase, seed=study.seed) if lab_panel else {}
+        db.upsert_round(study_id, name, 0, started=time.time(), seconds=done.seconds, global_metrics=lab,
+                        participants={"public": {"examples": done.examples, "epochs": done.epochs, "dp": False,
+                                                 "cached": done.cached, "description": public.description}},
+                        checkpoint=str(out / f"{name}.pt"))
+        if phase == "generator":
+            record_generations(db, study_id, name, 0, model, panel, seed=study.seed)
+
     recorder = StudyRecorder(db, study_id, study, node_sites=parse_site_nodes(str(run_config.get("site-nodes", ""))))
 
     def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
@@ -85,21 +92,26 @@ def main(grid: Grid, context: Context) -> None:
     recorder.on_round_end = on_round_end
     resume = str(run_config.get("resume", "false")).lower() == "true"
     try:
-        for plan in study.phases:
-            finished = out / f"{plan.name}.pt"
-            if resume and finished.is_file():
+        for phase in PHASES:  # each phase: the lab's public data first, then the sites' rounds
+            plans = [plan for plan in study.phases if plan.name == phase]
+            finished = out / f"{phase}.pt"
+            if resume and plans and finished.is_file():
                 model, _ = load_checkpoint(finished)
                 state = numpy_state(model)
-                db.upsert_round(study_id, plan.name, plan.rounds, started=time.time(), seconds=0.0,
+                db.upsert_round(study_id, phase, plans[-1].rounds, started=time.time(), seconds=0.0,
                                 participants={"resumed_from": str(finished)}, checkpoint=str(finished))
                 continue
-            strategy = make_strategy(plan, recorder, state)
-            legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
-            phase_workflow(study.secagg)(grid, legacy)
-            strategy.record_unaggregated()
-            state = strategy.global_state
-            load_numpy_state(model, state)
-            save_checkpoint(out / f"{plan.name}.pt", model, phase=plan.name, step=plan.rounds)
+            public_step(phase)
+            state = numpy_state(model)
+            for plan in plans:
+                strategy = make_strategy(plan, recorder, state)
+                legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
+                phase_workflow(study.secagg)(grid, legacy)
+                strategy.record_unaggregated()
+                state = strategy.global_state
+                load_numpy_state(model, state)
+            if plans:
+                save_checkpoint(finished, model, phase=phase, step=plans[-1].rounds)
         db.update_study(study_id, status="finished", finished=time.time())
     except BaseException:
         db.update_study(study_id, status="failed", finished=time.time())

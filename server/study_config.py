@@ -108,6 +108,10 @@ def load_study_config(path: str | Path) -> StudyConfig:
         phases.append(plan)
     if not phases:
         fail("phase", "at least one [[phase]] table", None)
+    order = [PHASES.index(p.name) for p in phases]
+    if order != sorted(order):
+        fail("phase", f"phases in the order {' -> '.join(PHASES)} (each builds on the one before)",
+             [p.name for p in phases])
     secagg_raw = raw.get("secagg", {})
     _known(path, secagg_raw, "secagg", {f.name for f in fields(SecAggSettings)})
     secagg = SecAggSettings(**secagg_raw)

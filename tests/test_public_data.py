@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from client.privacy import OpacusPrivatizer
-from server.public_data import train_on_public_data
+from server.public_data import public_sites, train_on_public_data
 from server.study_config import PublicData
 from sitedata.pooling import load_sites, pooled
 from shared_models.cardiacnets import build_model
@@ -35,7 +35,8 @@ def pretrained(tiny_cohort_template, tmp_path_factory):
     model = build_model("tiny")
     before = evaluate(model, DataLoader(train, batch_size=64), "pretrain")
     out = tmp_path_factory.mktemp("public")
-    done = train_on_public_data(model, public, out, seed=0)
+    sites = public_sites(public)
+    done = [train_on_public_data(model, public, sites, phase, out, seed=0) for phase in ("pretrain", "generator", "finetune")]
     return public, out, train, before, model, done
 
 
@@ -48,9 +49,13 @@ def test_public_pretraining_spreads_embeddings_retrieves_above_chance_and_is_cac
     assert after[K.RETRIEVAL_TOP1] > before[K.RETRIEVAL_TOP1]
     assert model.generator.prior_clip.abs().sum() > 0  # the mean public clip, the generator's starting point
 
-    again = build_model("tiny")
-    assert all(d.cached for d in train_on_public_data(again, public, out, seed=0))
+    again, sites = build_model("tiny"), public_sites(public)
+    torch.manual_seed(0)
+    again = build_model("tiny")  # the same starting weights: each phase's result is reused
+    assert all(train_on_public_data(again, public, sites, phase, out, seed=0).cached for phase in ("pretrain", "generator", "finetune"))
     assert all((numpy_state(again)[k] == v).all() for k, v in numpy_state(model).items())
+    other = build_model("tiny")  # other starting weights: trained afresh, not taken from the cache
+    assert not train_on_public_data(other, public, sites, "pretrain", out, seed=0).cached
 
 
 def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretrained):
