@@ -81,7 +81,7 @@ def test_study_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(StudyConfigError, match=r"s.toml: phase\[0\].strategy"):
         load_study_config(path)
     demo = load_study_config("studies/demo.toml")
-    assert demo.plan_text == "pretrain:1:1,finetune:4:3"
+    assert demo.plan_text == "finetune:4:3"
     assert demo.public_data.pretrain_epochs > 0 and all(p.name.endswith(".toml") for p in demo.public_data.sites)
 
 

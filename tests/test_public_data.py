@@ -49,13 +49,13 @@ def test_public_pretraining_spreads_embeddings_retrieves_above_chance_and_is_cac
     assert after[K.RETRIEVAL_TOP1] > before[K.RETRIEVAL_TOP1]
     assert model.generator.prior_clip.abs().sum() > 0  # the mean public clip, the generator's starting point
 
-    again, sites = build_model("tiny"), public_sites(public)
+    sites = public_sites(public)
     torch.manual_seed(0)
     again = build_model("tiny")  # the same starting weights: each phase's result is reused
     assert all(train_on_public_data(again, public, sites, phase, out, seed=0).cached for phase in ("pretrain", "generator", "finetune"))
     assert all((numpy_state(again)[k] == v).all() for k, v in numpy_state(model).items())
     other = build_model("tiny")  # other starting weights: trained afresh, not taken from the cache
-    assert not train_on_public_data(other, public, sites, "pretrain", out, seed=0).cached
+    assert not train_on_public_data(other, public, sites, "generator", out, seed=0).cached
 
 
 def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretrained):
