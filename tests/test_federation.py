@@ -100,6 +100,9 @@ def test_a_dp_pretrain_phase_needs_public_pretraining_first(tmp_path):
     path.write_text('[study]\nname = "x"\n[public_data]\nsites = []\n[[phase]]\nname = "finetune"\n')
     with pytest.raises(StudyConfigError, match=r"public_data.sites"):
         load_study_config(path)
+    path.write_text('[study]\nname = "x"\ndp = false\n[[phase]]\nname = "finetune"\n[[phase]]\nname = "pretrain"\n')
+    with pytest.raises(StudyConfigError, match=r"s.toml: phase: expected phases in the order pretrain -> generator"):
+        load_study_config(path)
 
 
 @pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi"])
