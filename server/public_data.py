@@ -1,15 +1,14 @@
-"""Before round 1 the lab trains the starting model on its own non-private data (`[public_data]` in the study
-config), centrally and without DP: masked ECG + masked CMR modelling with InfoNCE alignment (a loss that couples
-the samples of a batch, so DP-SGD at a site cannot use it), then the generator and the heads where the data has
-pairs and labels. Sites then refine this model under DP: the established recipe of public pretraining followed
+"""Before each phase's federated rounds the lab trains that phase on its own non-private data (`[public_data]` in
+the study config), centrally and without DP: masked ECG + masked CMR modelling with InfoNCE alignment (a loss that
+couples the samples of a batch, so DP-SGD at a site cannot use it), the generator, and the heads where the data
+has pairs and labels. Sites then refine this model under DP: the established recipe of public pretraining followed
 by private fine-tuning. No site data is involved, so no privacy budget is spent here.
 
 Fine-tuning keeps the epoch with the lowest loss on the public data's own validation split (early stopping): a
 linear head fitted to a few hundred people overshoots, and the sites' few DP steps cannot pull it back.
 
-The ServerApp calls this at the start of each phase, before that phase's federated rounds. Each phase's result is
-cached in `out/public-<phase>.pt`, keyed by the data, the settings and the model it started from, so a resumed
-or repeated study does not train it again.
+Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data, the settings and the model it
+started from, so a resumed or repeated study does not train it again.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-import torch
 from pathlib import Path
+
+import torch
 from torch.utils.data import DataLoader
 
 from server.study_config import PublicData
@@ -73,10 +73,11 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
                             f"{phase}:{epochs}|{incoming}".encode()).hexdigest()[:16]
     path = out / f"public-{phase}.pt"
     data = labelled_fraction(train, 1.0) if phase == "finetune" else train
-    cached = path.is_file() and load_checkpoint(path)[1].get("data_hash") == digest
+    stored, meta = load_checkpoint(path) if path.is_file() else (None, {})
+    cached = meta.get("data_hash") == digest
     started = time.perf_counter()
     if cached:
-        load_numpy_state(model, numpy_state(load_checkpoint(path)[0]))
+        model.load_state_dict(stored.state_dict())
         mean_loss = float("nan")
     else:
         loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,

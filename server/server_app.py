@@ -4,8 +4,8 @@ previous phase's global weights, with SecAgg+ for training rounds, and records t
 Run config (`flwr run --run-config`): `study-config` (path to the study TOML on the server), `run-db`
 (SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
 the lab's reference panel), `site-nodes` ("site=node_id,..." from key registration: who each node is). With `[public_data]` in the study,
-the lab first trains on its own non-private data (server/public_data.py), recorded as phases `public-<phase>`
-round 0. `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
+each phase starts with the lab training it on its own non-private data (server/public_data.py), recorded as phase
+`public-<phase>` round 0. `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
 and the next phase starts from the last of them; sites' privacy ledgers carry on regardless).
 """
 
@@ -60,7 +60,7 @@ def main(grid: Grid, context: Context) -> None:
     if public is not None:
         if lab_panel is not None and lab_panel.data_root in {load_site_config(p).data_root for p in public.sites}:
             raise ValueError(f"{panel_config}: the reference panel is also declared as public training data; "
-                             "held-out figures need data the model never saw")
+                             "held-out figures need data the model never saw")  # checked before the slow ingest
         public_data_sites = public_sites(public)
 
     def public_step(phase: str) -> None:
@@ -120,7 +120,9 @@ def main(grid: Grid, context: Context) -> None:
 
 def _public_summary(public) -> dict | None:
     """What the run DB and the dashboard say about the public data (no paths: they are the lab's)."""
+    from shared_models.training import PHASES
+
     if public is None:
         return None
     return {"description": public.description, "sites": [p.stem for p in public.sites], "dp": False,
-            **{f"{phase}_epochs": public.epochs(phase) for phase in ("pretrain", "generator", "finetune")}}
+            **{f"{phase}_epochs": public.epochs(phase) for phase in PHASES}}

@@ -46,8 +46,8 @@ class SecAggSettings:
 
 @dataclass(frozen=True)
 class PublicData:
-    """The lab's own non-private ECG-CMR data (no site's patients), trained on centrally and without DP before
-    round 1: self-supervised pretraining with InfoNCE (which DP-SGD cannot use) and, where labelled, the
+    """The lab's own non-private ECG-CMR data (no site's patients), trained on centrally and without DP at the
+    start of each phase, before its federated rounds: self-supervised pretraining with InfoNCE (which DP-SGD cannot use) and, where labelled, the
     generator and heads. Sites then refine that model under DP. 0 epochs skips a phase."""
 
     sites: tuple[Path, ...] = ()  # site configs of the public data, read through the same ingest
@@ -131,7 +131,7 @@ def _public_data(path: Path, table: dict | None) -> PublicData | None:
     public = PublicData(**{**table, "sites": tuple((path.parent / s).resolve() for s in table.get("sites", []))})
     if not public.sites:
         _fail(path, "public_data.sites", "at least one site config of the lab's public data", table.get("sites"))
-    if min(public.pretrain_epochs, public.generator_epochs, public.finetune_epochs) < 0:
+    if min(public.epochs(phase) for phase in PHASES) < 0:
         _fail(path, "public_data", "epochs of 0 or more", table)
     return public
 

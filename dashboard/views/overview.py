@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import data
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import lab_key
+from shared_models.training import PHASES
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 
@@ -21,10 +22,10 @@ def live() -> None:
                                               f"({done} of {total} rounds done; phases {' → '.join(study['phases'])})")
     public = study["public_data"]
     if public:
-        epochs = ", ".join(f"{phase} {public[f'{phase}_epochs']}" for phase in ("pretrain", "generator", "finetune")
-                           if public.get(f"{phase}_epochs"))
-        st.info(f"Public data: before round 1 the lab trained on {public['description']} (epochs: {epochs}), centrally "
-                "and without DP: it holds no site's patients. Rounds `public-*` show that model on the lab's panel.")
+        epochs = ", ".join(f"{phase} {public[f'{phase}_epochs']}" for phase in PHASES if public.get(f"{phase}_epochs"))
+        st.info(f"Public data: before each phase's rounds the lab trained it on {public['description']} (epochs: "
+                f"{epochs}), centrally and without DP: it holds no site's patients. Rounds `public-*` show that model "
+                "on the lab's panel.")
     if rounds.empty:
         st.info("No round has finished yet.")
         return
