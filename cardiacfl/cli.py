@@ -30,27 +30,38 @@ def _progress() -> Progress:
 @app.command()
 def synth(
     out: Path = typer.Option(Path("data/demo-cohort"), help="Folder to write the cohort into."),
-    sites: int = typer.Option(3, min=1, help="Number of sites (kinds cycle: DICOM, NIfTI, ECG-only)."),
-    subjects: int = typer.Option(150, min=1, help="Subjects per site."),
+    layout: str = typer.Option("demo", help="demo: --sites sites of --subjects each; paper: a federation shaped "
+                               "like the paper's data (a biobank, an ECG archive, three small hospitals)."),
+    scale: float = typer.Option(1.0, min=0.001, help="paper layout: multiplies every site's size."),
+    sites: int = typer.Option(3, min=1, help="demo layout: number of sites (kinds cycle: DICOM, NIfTI, ECG-only)."),
+    subjects: int = typer.Option(150, min=1, help="demo layout: subjects per site."),
     seed: int = typer.Option(0, help="Seed; the same seed writes the same cohort."),
     workers: int = typer.Option(0, help="Worker processes (0: up to 4, by CPU count)."),
 ) -> None:
     """Write a synthetic multi-site ECG-CMR cohort in real formats, with manifests and site configs."""
-    from synthetic.cohort import generate_cohort
+    from synthetic.cohort import SiteSpec, site_profiles, write_layout
+    from synthetic.paper_layout import paper_layout
 
+    if layout == "paper":
+        specs = paper_layout(scale)
+    elif layout == "demo":
+        specs = [SiteSpec(profile, subjects) for profile in site_profiles(sites, seed)]
+    else:
+        console.print(f"[red]error:[/red] --layout must be demo or paper, not {layout!r}", highlight=False)
+        raise typer.Exit(2)
     start = time.perf_counter()
     with _progress() as progress:
-        tasks: dict[str, int] = {}
-
-        def update(site: str, done: int, total: int) -> None:
-            if site not in tasks:
-                tasks[site] = progress.add_task(f"synth {site}", total=total)
-            progress.update(tasks[site], completed=done)
-
-        configs = generate_cohort(out, n_sites=sites, subjects=subjects, seed=seed, progress=update, workers=workers or None)
-    console.print(f"wrote {sites} sites x {subjects} subjects to {out} in {time.perf_counter() - start:.1f} s")
-    for config in configs:
-        console.print(f"  site config: {config}")
+        tasks = {spec.profile.site_id: progress.add_task(f"synth {spec.profile.site_id}", total=spec.subjects)
+                 for spec in specs}
+        configs = write_layout(out, specs, seed=seed, workers=workers or None,
+                               progress=lambda site, done, total: progress.update(tasks[site], completed=done))
+    seconds = time.perf_counter() - start
+    total = sum(spec.subjects for spec in specs)
+    console.print(f"wrote {len(specs)} sites, {total} subjects to {out} in {seconds:.1f} s "
+                  f"({total / seconds:.1f} subjects/s)")
+    for spec, config in zip(specs, configs):
+        kind = "ECG + CMR" if spec.profile.cmr_format else "ECG only"
+        console.print(f"  {config}: {spec.subjects} subjects, {kind}")
 
 
 @data_app.command("check")

@@ -43,6 +43,15 @@ class SiteProfile:
     cmr_format: str | None  # dicom | nifti | None (ECG-only site)
     scanner: Scanner = field(default_factory=Scanner)
     target_epsilon: float = 8.0
+    leads: tuple[str, ...] | None = None  # a reduced-lead site records only these (lower-case names); None: all
+    vendor: str = "VENDOR-A"  # the DICOM Manufacturer after "SYNTHETIC "
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """One site of a layout: its kind and how many subjects it holds."""
+    profile: SiteProfile
+    subjects: int
 
 
 BASE_PROFILES = (
@@ -99,27 +108,39 @@ def _letters(index: int) -> str:
 
 def generate_cohort(out: Path, n_sites: int = 3, subjects: int = 150, seed: int = 0,
                     progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> list[Path]:
-    """Write the cohort under `out`; return the written site config paths."""
+    """The demo layout: `n_sites` sites of `subjects` each (kinds cycle: DICOM, NIfTI, ECG-only)."""
+    layout = [SiteSpec(profile, subjects) for profile in site_profiles(n_sites, seed)]
+    return write_layout(out, layout, seed=seed, progress=progress, workers=workers)
+
+
+def write_layout(out: Path, layout: list[SiteSpec], seed: int = 0,
+                 progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> list[Path]:
+    """Write every site of `layout` under `out` (one worker pool for all sites); return the site config paths."""
     out = Path(out)
-    configs = []
     workers = workers or min(4, os.cpu_count() or 1)
-    for site_index, profile in enumerate(site_profiles(n_sites, seed)):
-        site_dir = out / profile.site_id
-        jobs = [(profile, site_dir, seed, site_index, k) for k in range(subjects)]
-        rows: list[tuple[dict, dict]] = []
-        if workers > 1 and subjects > 8:
-            with ProcessPoolExecutor(workers) as pool:
-                for done, row in enumerate(pool.map(_generate_subject, jobs, chunksize=8), start=1):
-                    rows.append(row)
-                    if progress:
-                        progress(profile.site_id, done, subjects)
-        else:
-            for done, job in enumerate(jobs, start=1):
-                rows.append(_generate_subject(job))
-                if progress:
-                    progress(profile.site_id, done, subjects)
-        _write_csv(site_dir / "manifest.csv", [r[0] for r in rows])
-        _write_csv(site_dir / "ground_truth.csv", [r[1] for r in rows])
+    jobs = [(spec.profile, out / spec.profile.site_id, seed, site_index, k)
+            for site_index, spec in enumerate(layout) for k in range(spec.subjects)]
+    rows: dict[str, list[tuple[dict, dict]]] = {spec.profile.site_id: [] for spec in layout}
+    totals = {spec.profile.site_id: spec.subjects for spec in layout}
+
+    def collect(job, row) -> None:
+        site = job[0].site_id
+        rows[site].append(row)
+        if progress:
+            progress(site, len(rows[site]), totals[site])
+
+    if workers > 1 and len(jobs) > 8:
+        with ProcessPoolExecutor(workers) as pool:
+            for job, row in zip(jobs, pool.map(_generate_subject, jobs, chunksize=8)):
+                collect(job, row)
+    else:
+        for job in jobs:
+            collect(job, _generate_subject(job))
+    configs = []
+    for spec in layout:
+        profile, site_dir = spec.profile, out / spec.profile.site_id
+        _write_csv(site_dir / "manifest.csv", [r[0] for r in rows[profile.site_id]])
+        _write_csv(site_dir / "ground_truth.csv", [r[1] for r in rows[profile.site_id]])
         config = out / "site_configs" / f"{profile.site_id}.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(render_site_config(profile, f"../{profile.site_id}"))
@@ -134,7 +155,7 @@ def _generate_subject(job) -> tuple[dict, dict]:
     subject_id, ecg_rel = _ecg_location(profile, site_index, k)
 
     ecg = synthesize_ecg(state, profile.ecg_rate, ECG_SECONDS, rng, EcgNoise(mains_hz=profile.mains_hz))
-    names = _LEAD_NAMES[profile.ecg_layout]
+    names = [n for n in _LEAD_NAMES[profile.ecg_layout] if profile.leads is None or n.lower() in profile.leads]
     by_name = {lead.lower(): signal for lead, signal in zip(LEAD_ORDER, ecg)}
     by_name.update(_frank_leads(by_name))
     signals = [by_name[n.lower()] for n in names]
@@ -149,7 +170,7 @@ def _generate_subject(job) -> tuple[dict, dict]:
         if profile.cmr_format == "dicom":
             cmr_rel = f"cmr/{subject_id}/cine"
             write_dicom_cine(site_dir / cmr_rel, cine, s.spacing_mm, s.slice_gap_mm, state.heart_rate, subject_id,
-                             uid_seed=f"{seed}-{site_index}-{k}")
+                             uid_seed=f"{seed}-{site_index}-{k}", manufacturer=f"SYNTHETIC {profile.vendor}")
         else:
             cmr_rel = f"cmr/{subject_id}_sa.nii.gz"
             write_nifti(site_dir / cmr_rel, cine, s.spacing_mm, s.slice_gap_mm)
@@ -213,7 +234,7 @@ modalities = {modalities}
 sampling_rate_hz = 500   # model rate; this site records at {profile.ecg_rate} Hz
 window_s = 10.0
 max_windows = 1
-allow_reduced_leads = false
+allow_reduced_leads = {str(profile.leads is not None).lower()}
 
 [cmr]
 image_size = 64

@@ -31,7 +31,7 @@ def write_wfdb(path: Path, signal_mv: np.ndarray, fs: int, lead_names: list[str]
 
 
 def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_gap_mm: float, heart_rate: float,
-                     subject: str, uid_seed: str, rescale_slope: float = 2.0) -> None:
+                     subject: str, uid_seed: str, rescale_slope: float = 2.0, manufacturer: str = "SYNTHETIC") -> None:
     """(slices, frames, rows, cols) stored values -> one DICOM file per image, plus a localizer series."""
     from pydicom.uid import generate_uid
 
@@ -44,7 +44,8 @@ def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_ga
         location = _slice_location(s, slices, slice_gap_mm)
         position = _slice_origin(s, cine.shape, spacing_mm, slice_gap_mm)
         for f in range(frames):
-            ds = _mr_dataset(study_uid, cine_uid, generate_uid(entropy_srcs=[uid_seed, str(s), str(f)]), subject)
+            ds = _mr_dataset(study_uid, cine_uid, generate_uid(entropy_srcs=[uid_seed, str(s), str(f)]), subject,
+                             manufacturer)
             ds.SeriesDescription = "cine_sax bSSFP"
             ds.SeriesNumber = 5
             ds.InstanceNumber = s * frames + f + 1
@@ -56,7 +57,8 @@ def write_dicom_cine(folder: Path, cine: np.ndarray, spacing_mm: float, slice_ga
             _set_pixels(ds, cine[s, f], spacing_mm, rescale_slope)
             ds.save_as(folder / f"IM_{s:02d}_{f:03d}.dcm", enforce_file_format=True)
     # A single-image localizer series in the same folder: the reader must pick the cine itself.
-    ds = _mr_dataset(study_uid, generate_uid(entropy_srcs=[uid_seed, "loc"]), generate_uid(entropy_srcs=[uid_seed, "loc", "0"]), subject)
+    ds = _mr_dataset(study_uid, generate_uid(entropy_srcs=[uid_seed, "loc"]), generate_uid(entropy_srcs=[uid_seed, "loc", "0"]), subject,
+                     manufacturer)
     ds.SeriesDescription = "localizer"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
@@ -77,7 +79,7 @@ def _slice_origin(index: int, shape: tuple, spacing_mm: float, slice_gap_mm: flo
     return corner + _slice_location(index, slices, slice_gap_mm) * NORMAL
 
 
-def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str):
+def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str, manufacturer: str):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -95,7 +97,7 @@ def _mr_dataset(study_uid: str, series_uid: str, sop_uid: str, subject: str):
     ds.PatientID = subject
     ds.PatientName = "Synthetic^" + subject
     ds.Modality = "MR"
-    ds.Manufacturer = "SYNTHETIC"
+    ds.Manufacturer = manufacturer
     ds.ImageOrientationPatient = [round(float(v), 6) for v in (*ROW_COSINE, *COL_COSINE)]
     return ds
 
