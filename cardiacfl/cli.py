@@ -221,24 +221,62 @@ def study_run(
 ) -> None:
     """Start a SuperLink and one SuperNode per site on loopback, run the study, show progress, stop everything."""
     from cardiacfl.deployment import run_study
+
+    config = _load_study(study)
+    if insecure:
+        console.print("[yellow]warning: --insecure: traffic is unencrypted and sites are not authenticated[/yellow]")
+    _run_with_progress(config, lambda status, update: run_study(
+        config, work, insecure=insecure, reference_panel=reference_panel, resume=resume, status=status, progress=update))
+
+
+@study_app.command("simulate")
+def study_simulate(
+    study: Path = typer.Option(Path("studies/demo.toml"), help="Study config."),
+    work: Path = typer.Option(Path("runs/simulation"), help="Folder for logs, checkpoints and the run database."),
+    site_configs: str = typer.Option("", help="A glob of site configs, one virtual site each (default: the study's sites)."),
+    sites: int = typer.Option(0, min=0, help="Use the first N site configs (0: all)."),
+    reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel."),
+    cpus_per_site: int = typer.Option(1, min=1, help="CPUs Ray gives each virtual site (1 on 2 cores runs 2 at once)."),
+) -> None:
+    """Run the same ServerApp and ClientApp on Flower's Simulation Engine: one virtual site per site config."""
+    import glob
+
+    from cardiacfl.simulation import simulate_study
+
+    config = _load_study(study)
+    configs = sorted(Path(p) for p in glob.glob(site_configs)) if site_configs else list(config.sites)
+    if site_configs and not configs:
+        console.print(f"[red]error:[/red] --site-configs {site_configs!r} matches no file", highlight=False)
+        raise typer.Exit(2)
+    if sites > len(configs):
+        console.print(f"[red]error:[/red] --sites {sites}: only {len(configs)} site configs", highlight=False)
+        raise typer.Exit(2)
+    configs = configs[:sites] if sites else configs
+    _run_with_progress(config, lambda status, update: simulate_study(
+        config, work, site_configs=configs, reference_panel=reference_panel, cpus_per_site=cpus_per_site,
+        status=status, progress=update))
+
+
+def _load_study(path: Path):
     from server.study_config import StudyConfigError, load_study_config
 
     try:
-        config = load_study_config(study)
+        return load_study_config(path)
     except StudyConfigError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(2)
-    if insecure:
-        console.print("[yellow]warning: --insecure: traffic is unencrypted and sites are not authenticated[/yellow]")
+
+
+def _run_with_progress(config, run) -> None:
+    """Call run(status, update) under a progress bar over the study's rounds, then print the summary."""
     start = time.perf_counter()
+    offsets, total = {}, 0
+    for plan in config.phases:
+        offsets[plan.name] = total
+        total += plan.rounds
     with _progress() as progress:
-        task = progress.add_task("study", total=sum(p.rounds for p in config.phases))
+        task = progress.add_task("study", total=total)
         done: dict[str, int] = {}
-        offsets = {}
-        total = 0
-        for plan in config.phases:
-            offsets[plan.name] = total
-            total += plan.rounds
 
         def update(snapshot: dict) -> None:
             if snapshot["phase"]:
@@ -247,8 +285,7 @@ def study_run(
                             description=f"{snapshot['phase'] or 'starting'} round {snapshot['round']} ({snapshot['status']})")
 
         try:
-            paths = run_study(config, work, insecure=insecure, reference_panel=reference_panel, resume=resume,
-                              status=lambda line: progress.console.print(line), progress=update)
+            paths = run(lambda line: progress.console.print(line), update)
         except (RuntimeError, TimeoutError, ValueError) as err:
             console.print(f"[red]study failed:[/red] {err}", highlight=False)
             raise typer.Exit(1)

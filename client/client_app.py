@@ -2,7 +2,8 @@
 (which holds the training and evaluation); heavy libraries are imported inside the handlers, because every
 message starts a fresh ClientApp process and the SecAgg+ stages need none of them.
 
-Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"`.
+Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"` (in simulation, from
+the partition id: client/simulated_site.py).
 Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metrics only.
 """
 
@@ -14,6 +15,7 @@ from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
+from client.simulated_site import site_config_for_partition
 from shared_models.round_contract import RoundConfig
 from shared_models import mask_prg
 from shared_models.site_metrics import MetricKey
@@ -67,7 +69,9 @@ def _state(preset: str, parameters: list) -> dict:
 
 
 def client_fn(context: Context):
-    site_config = context.node_config.get("site-config")
+    # A real SuperNode names its own site config; only a virtual one (simulation) takes it from the run config.
+    site_config = context.node_config.get("site-config") or site_config_for_partition(context.node_config,
+                                                                                       context.run_config)
     if not site_config:
         raise ValueError("SuperNode started without node config 'site-config' (the path to the site's TOML)")
     return SiteClient(str(site_config)).to_client()

@@ -1,0 +1,61 @@
+"""`cardiacfl study simulate`: the same ServerApp and ClientApp on Flower's Simulation Engine (the Ray backend), so
+that many virtual sites run on one machine: a SuperLink started in simulation mode on loopback, the study
+submitted with `flwr run` with the number of virtual sites as federation config, progress read from the same run
+database, and every started process stopped on exit or Ctrl-C.
+
+In simulation a ClientApp's node config holds only `partition-id` and `num-partitions`; the run config key
+`simulation-site-configs` (the site configs, comma-separated) says which site each partition is. A SuperNode of a
+real deployment always has its own `site-config`, which wins, so a server cannot point a real site elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from cardiacfl.deployment import (REPO, Processes, StudyPaths, _bin, _follow, _wait_for_port, flower_environment,
+                                  flwr, free_port)
+from client.simulated_site import SITE_CONFIGS_KEY
+from server.study_config import StudyConfig
+
+
+def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] | None = None,
+                   reference_panel: Path | None = None, cpus_per_site: int = 1,
+                   status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
+    """Run `study` with one virtual SuperNode per site config (the study's own sites unless given)."""
+    work = work.resolve()
+    paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
+                       flwr_home=work / "flwr-home")
+    configs = [Path(p).resolve() for p in (site_configs or study.sites)]
+    if len(configs) < 2:
+        raise ValueError(f"a federated study needs at least 2 sites, got {len(configs)}")
+    if any("," in str(p) for p in configs):
+        raise ValueError("site config paths must not contain commas (they travel as one comma-separated value)")
+    env = flower_environment(paths.flwr_home)
+    env["OMP_NUM_THREADS"] = str(cpus_per_site)  # one torch thread per CPU a virtual site gets
+    port = free_port()
+    paths.flwr_home.mkdir(parents=True, exist_ok=True)
+    # Everything runs on this machine: the SuperLink listens on loopback only, and no site connects over a network.
+    (paths.flwr_home / "config.toml").write_text(f'[superlink.study]\naddress = "127.0.0.1:{port}"\ninsecure = true\n')
+    with ExitStack() as stack:
+        processes = Processes()
+        stack.callback(processes.stop)
+        processes.start("superlink", [_bin("flower-superlink"), "--simulation", "--insecure", "--host", "127.0.0.1",
+                                      "--port", str(port), "--disable-runtime-dependency-installation"],
+                        env, paths.logs / "superlink.log")
+        _wait_for_port(port, processes)
+        status(f"simulation SuperLink on 127.0.0.1:{port}; {len(configs)} virtual sites, {cpus_per_site} CPU each")
+        run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
+                      f'out-dir="{paths.checkpoints.resolve()}" '
+                      f'reference-panel="{reference_panel.resolve() if reference_panel else ""}" resume="false" '
+                      f'site-nodes="" {SITE_CONFIGS_KEY}="{",".join(str(p) for p in configs)}"')
+        federation = f"num-supernodes={len(configs)} client-resources-num-cpus={cpus_per_site}"
+        submitted = time.time()
+        output = flwr(["run", str(REPO), "study", "--run-config", run_config, "--federation-config", federation], env)
+        status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
+        final = _follow(paths.db, processes, progress, after=submitted, warn=status)
+        if final != "finished":
+            raise RuntimeError(f"study ended with status {final}; logs in {paths.logs}")
+    return paths
