@@ -301,12 +301,15 @@ def dashboard(
     db: str = typer.Option("runs/demo-study/study.db", help="Run database: a SQLite file or an SQLAlchemy URL."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; use a TLS reverse proxy beyond it)."),
     port: int = typer.Option(8501),
+    utility: Path | None = typer.Option(None, help="utility.json of benchmarks/privacy_utility.py: adds the References page."),
 ) -> None:
     """Start the Streamlit study dashboard (study leads sign in with the configured password)."""
     import os
     import subprocess
 
     env = dict(os.environ, CARDIACFL_RUN_DB=db if "://" in db else str(Path(db).resolve()))
+    if utility is not None:
+        env["CARDIACFL_UTILITY_JSON"] = str(utility.resolve())
     if not env.get("CARDIACFL_DASHBOARD_PASSWORD"):
         console.print("[yellow]note:[/yellow] set CARDIACFL_DASHBOARD_PASSWORD (or [dashboard] password in Streamlit secrets); "
                       "the dashboard shows no study data without it")

@@ -45,6 +45,8 @@ def main() -> None:
         st.Page(VIEWS / "generations.py", title="Generations", icon="🫀", url_path="generations"),
         st.Page(VIEWS / "audit.py", title="Audit", icon="🧾", url_path="audit"),
     ]
+    if data.utility_path() is not None:  # `cardiacfl dashboard --utility runs/privacy-utility/utility.json`
+        pages.append(st.Page(VIEWS / "references.py", title="References", icon="⚖️", url_path="references"))
     st.navigation(pages).run()
 
 

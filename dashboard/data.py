@@ -4,7 +4,9 @@ other blobs)."""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -18,6 +20,7 @@ from rundb.schema import Generation, Round, SiteMetric, Study, npy_array
 from shared_models.site_metrics import TEXT_KEYS, MetricKey
 
 DB_ENV = "CARDIACFL_RUN_DB"
+UTILITY_ENV = "CARDIACFL_UTILITY_JSON"  # benchmarks/privacy_utility.py's utility.json: the References page
 TTL = 5  # seconds: pages refresh while a study runs
 
 
@@ -114,3 +117,18 @@ def generation_arrays(url: str, generation_id: int) -> dict:
     with Session(engine(url)) as s:
         g = s.get(Generation, generation_id)
         return {"ecg": npy_array(g.ecg), "generated": npy_array(g.generated), "real": npy_array(g.real) if g.real else None}
+
+
+def utility_path() -> Path | None:
+    """The privacy-utility benchmark's rows the References page compares a study with, when given."""
+    path = Path(os.environ.get(UTILITY_ENV, "")) if os.environ.get(UTILITY_ENV) else None
+    return path if path is not None and path.is_file() else None
+
+
+@st.cache_data(ttl=60)
+def utility_rows(path: str) -> pd.DataFrame:
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise DashboardDataError(f"{path}: not a readable utility.json ({err})") from err
+    return pd.DataFrame(rows)

@@ -8,7 +8,7 @@ import numpy as np
 from rundb.schema import npy_bytes
 from rundb.writer import RunDatabase
 from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import plain
+from shared_models.site_metrics import lab_key, plain
 
 
 def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool = True, seed: int = 0) -> int:
@@ -50,7 +50,8 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                                           # one round shows what the audit page warns about
                                           "rejected": {"node-9": "node 9 is not a registered site"} if step == 2 else {},
                                           "flags": {names[0]: "lifetime ε went down from 3.000 to 0.100"} if step == 2 else {}},
-                            global_metrics=plain({K.LOSS: 1 / step, K.MEAN_AUROC: 0.5 + 0.3 * step / rounds, K.MEAN_R2: 0.4 * step / rounds - 0.1}),
+                            global_metrics=plain({K.LOSS: 1 / step, K.MEAN_AUROC: 0.5 + 0.3 * step / rounds, K.MEAN_R2: 0.4 * step / rounds - 0.1,
+                                                  lab_key(K.MEAN_AUROC): 0.45 + 0.3 * step / rounds}),
                             model_hash=f"{step:016x}", checkpoint=f"checkpoints/{phase}_round{r}.pt")
             if generations and phase == "generator":
                 for ref in ("ref-1", "ref-2"):

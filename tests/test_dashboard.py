@@ -1,6 +1,7 @@
 """Every dashboard page with Streamlit's AppTest against a database written by the project's own writer,
 plus the sign-in gate and the empty/broken states."""
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -77,6 +78,21 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
     if page == "views/audit.py":
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 6
         assert "not a registered site" in _text(at) and "went down" in _text(at)
+
+
+def test_the_references_page_shows_the_study_beside_the_benchmark_arms(seeded_db, tmp_path, monkeypatch):
+    row = {"eval": "pooled", "auroc_ci": [0.7, 0.8], "r2_mean": 0.2, "retrieval_top1": None, "retrieval_chance": None,
+           "ssim": None, "ssim_mean_clip": None, "ef_mae": None, "ef_mae_mean_clip": None, "seconds": 1.0}
+    rows = [row | {"setting": s, "epsilon": e, "encoder": enc, "auroc_mean": 0.75}
+            for s, e in (("centralized", None), ("federated-dp", 8.0)) for enc in ("ecg-only", "cmr-aligned")]
+    (tmp_path / "utility.json").write_text(json.dumps(rows))
+    monkeypatch.setenv("CARDIACFL_UTILITY_JSON", str(tmp_path / "utility.json"))
+    at = _signed_in()
+    at.switch_page("views/references.py").run()
+    assert not at.exception, at.exception
+    assert "ecg-only encoder" in _text(at) and "cmr-aligned encoder" in _text(at)
+    assert at.metric[0].value == "0.750"  # the seeded study's last fine-tune round on the lab's panel
+    assert len(at.dataframe[0].value) == 4
 
 
 def test_missing_database_is_a_clear_message(tmp_path, monkeypatch):
