@@ -50,8 +50,8 @@ from sitedata.pooling import find_site_configs, labelled_fraction, pooled  # noq
 from sitedata.site_config import load_site_config  # noqa: E402
 from sitedata.site_data import PreparedSite, prepare_site  # noqa: E402
 
-ROW_KEYS = ("setting", "epsilon", "encoder", "eval", "auroc_mean", "auroc_ci", "r2_mean", "retrieval_top1",
-            "retrieval_chance", "ssim", "ssim_mean_clip", "ef_mae", "ef_mae_mean_clip", "seconds")
+ROW_KEYS = ("setting", "epsilon", "encoder", "eval", "auroc_mean", "auroc_ci", "r2_mean", K.RETRIEVAL_TOP1,
+            K.RETRIEVAL_CHANCE, "ssim", "ssim_mean_clip", "ef_mae", "ef_mae_mean_clip", "seconds")
 ENCODERS = ("ecg-only", "cmr-aligned")
 STATE_ENTRIES = {".cardiacfl-state", ".cardiacfl-ledger-copy", ".cache"}  # a site's ledgers and cache
 
@@ -225,9 +225,9 @@ def arm_site_config(path: Path, root: Path, epsilon: float | None) -> Path:
     raw = tomllib.loads(path.read_text())
     raw["site"].update(data_root=str(site_dir), manifest=str(config.manifest), cache_dir=str(config.cache_dir))
     privacy = raw.setdefault("privacy", {})
-    privacy["required"] = epsilon is not None
+    privacy.update(required=epsilon is not None)
     if epsilon is not None:
-        privacy["target_epsilon"] = float(epsilon)
+        privacy.update(target_epsilon=float(epsilon))
     target = root / f"{config.site_id}.toml"
     target.write_text(_toml(raw))
     return target
@@ -266,7 +266,7 @@ class Evaluation:
             if encoder == "cmr-aligned":  # the ECG-only encoder has no CMR side and no generator
                 aligned = evaluate(model, loader, "pretrain")
                 generated = evaluate(model, loader, "generator", generate_samples=24, reference_clip=self.prior_clip)
-                row |= {"retrieval_top1": aligned.get(K.RETRIEVAL_TOP1), "retrieval_chance": aligned.get(K.RETRIEVAL_CHANCE),
+                row |= {K.RETRIEVAL_TOP1: aligned.get(K.RETRIEVAL_TOP1), K.RETRIEVAL_CHANCE: aligned.get(K.RETRIEVAL_CHANCE),
                         "ssim": generated.get(K.SSIM), "ssim_mean_clip": generated.get(K.BASELINE_SSIM),
                         "ef_mae": generated.get(K.EF_PROXY_MAE), "ef_mae_mean_clip": generated.get(K.BASELINE_EF_PROXY_MAE)}
             out.append(row)
@@ -354,7 +354,7 @@ def print_table(rows: list[dict]) -> None:
         ci = row["auroc_ci"]
         print(f"| {row['setting']} | {number(row['epsilon'], 0)} | {row['encoder']} | {number(row['auroc_mean'])} "
               f"[{number(ci[0])}, {number(ci[1])}] | {number(row['r2_mean'])} | {number(float(np.nanmean(hospitals)))} | "
-              f"{number(row['retrieval_top1'])} ({number(row['retrieval_chance'])}) | {number(row['ssim'])} "
+              f"{number(row[K.RETRIEVAL_TOP1])} ({number(row[K.RETRIEVAL_CHANCE])}) | {number(row['ssim'])} "
               f"({number(row['ssim_mean_clip'])}) | {number(row['ef_mae'], 2)} ({number(row['ef_mae_mean_clip'], 2)}) |")
 
 

@@ -24,11 +24,12 @@ from sitedata.site_config import SiteConfig, load_site_config
 from sitedata.site_data import PreparedSite, prepare_site
 from sitedata.site_dataset import SiteDataset
 from shared_models.cardiacnets import CardiacNets, build_model
+from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import load_numpy_state, numpy_state
 from shared_models.round_contract import RoundConfig, parse_plan_text
 from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import plain
+from shared_models.site_metrics import local_key, plain
 from shared_models.training import PAIRED_PARTS, TrainOptions, reference_pos_weight, train_phase, trainable_parts
 from shared_models.update_checks import update_problem
 from shared_models.weighted_parts import encode_update
@@ -151,12 +152,28 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
             return declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "
                             "a copy or runs `cardiacfl site ledger reset --reason ...`")
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
+    if rc.phase == "finetune":  # the site's own model of this round: kept on site for its row of the cross-site matrix
+        save_checkpoint(local_model_path(config), model, phase="finetune-local", step=rc.server_round)
     update = encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples)
     # Checked here too: under SecAgg+ the server sees only the sum, so a broken update must not be masked in.
     problem = update_problem(update, global_state, rc.max_update_ratio)
     if problem:
         return declined(f"this site's own update failed its checks ({problem}); not sent")
     return update, plain(metrics)
+
+
+def local_model_path(config: SiteConfig) -> Path:
+    """The site's model after its last fine-tuning round: it never leaves the site."""
+    return config.cache_dir / "local-model" / "finetune.pt"
+
+
+def local_model_scores(config: SiteConfig, validation: SiteDataset, rc: RoundConfig) -> dict[str, float]:
+    """The site's own fine-tuned model on its own validation split, as `local/<metric>`, under the same release
+    rule as every other metric (the model itself is never sent)."""
+    model, _ = load_checkpoint(local_model_path(config))
+    result = evaluate(model, DataLoader(validation, batch_size=64), "finetune", device=config.training.device, seed=rc.seed)
+    result = releasable(result, validation.subjects, config.privacy.min_eval_count)
+    return {local_key(k): float(result[k]) for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2) if k in result}
 
 
 def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[float, int, dict]:
@@ -169,6 +186,8 @@ def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray],
     examples = int(result.pop(K.NUM_EXAMPLES))
     loss = result[K.LOSS]
     metrics = {k: float(v) for k, v in result.items()} | {K.SITE: config.site_id, K.PHASE: rc.phase}
+    if rc.phase == "finetune" and local_model_path(config).is_file():
+        metrics |= local_model_scores(config, validation, rc)
     if config.ledger_path.is_file():
         try:
             with open_ledger(config) as ledger:

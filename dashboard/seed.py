@@ -8,7 +8,7 @@ import numpy as np
 from rundb.schema import npy_bytes
 from rundb.writer import RunDatabase
 from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import lab_key, plain
+from shared_models.site_metrics import lab_key, local_key, plain
 
 
 def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool = True, seed: int = 0) -> int:
@@ -44,7 +44,8 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                 rows.append((phase, r, "evaluate", s, plain({
                     K.SITE: s, K.NUM_EXAMPLES: 30, K.LOSS: float(1 / step + rng.random() * 0.1),
                     K.MEAN_AUROC: float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
-                    K.MEAN_R2: float(0.4 * step / rounds - 0.1), K.EPSILON: epsilon[s]})))
+                    K.MEAN_R2: float(0.4 * step / rounds - 0.1), K.EPSILON: epsilon[s],
+                    **({local_key(K.LOSS): float(1.2 / step)} if phase == "finetune" else {})})))
             db.upsert_round(study_id, phase, r, started=t0 + step * 10, seconds=9.0 + rng.random(),
                             participants={"trained": trained, "declined": declined, "failed": int(step == 2),
                                           # one round shows what the audit page warns about

@@ -71,6 +71,11 @@ def lab_key(key: str) -> str:
     return f"lab/{key}"
 
 
+def local_key(key: str) -> str:
+    """The same metric for the site's own locally fine-tuned model, on its own validation split."""
+    return f"local/{key}"
+
+
 def plain(metrics: dict) -> dict:
     """Keys as plain strings, for Flower's records and JSON."""
     return {str(k): v for k, v in metrics.items()}

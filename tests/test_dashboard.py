@@ -73,6 +73,8 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
     assert expected in _text(at)
     if page == "views/overview.py":
         assert "without DP" in _text(at) and "pretrain 60" in _text(at)  # the public data is declared
+    if page == "views/sites.py":  # the cross-site matrix: the global row and each site's own (local) cell
+        assert "never leaves it" in _text(at)
     if page == "views/privacy.py":
         assert any("out of budget" in w.value or "near budget" in w.value for w in at.warning)
     if page == "views/audit.py":

@@ -53,6 +53,13 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
     assert isinstance(loss, float) and examples >= 0
     assert all(isinstance(v, (int, float, str)) for v in eval_metrics.values())
     assert not any(k.startswith(("pred", "subject")) for k in eval_metrics)
+    # The site's own fine-tuned model stays in its cache and is scored on its own validation split, under the
+    # release rule: 8 subjects are too few for an AUROC to leave, so only its loss does.
+    from client.site_round import local_model_path
+    from sitedata.site_config import load_site_config
+
+    assert local_model_path(load_site_config(config)).is_file()
+    assert {k for k in eval_metrics if k.startswith("local/")} == {"local/loss"}
 
 
 def test_provisioning_writes_private_keys_0600_and_a_loopback_certificate(tmp_path):

@@ -1,11 +1,13 @@
 """Per-site metric curves (one metric, sites overlaid), samples contributed, declined rounds, and the
-cross-site evaluation matrix of the final global model."""
+cross-site evaluation matrix: the final global model on every site, each site's own model on its own data."""
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from dashboard import data
 from shared_models.site_metrics import MetricKey as K
+from shared_models.site_metrics import local_key
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Sites")
@@ -34,11 +36,20 @@ if not fits.empty:
         st.subheader("Declined rounds")
         st.dataframe(declined, hide_index=True, use_container_width=True)
 
-st.subheader("Cross-site evaluation (final global model)")
+st.subheader("Cross-site evaluation")
 last_phase = frame["phase"].iloc[-1]
 final = frame[frame["phase"] == last_phase].sort_values("round").groupby("site").tail(1)
 matrix = final.assign(model="global")[["model", "site", metric]]
+local = local_key(metric)
+if local in names:  # each site's own fine-tuned model, scored where it lives: on that site's validation split only
+    own = data.site_metrics(url, study_id, "evaluate", (local,)).dropna(subset=[local])
+    own = own.sort_values("round").groupby("site").tail(1)
+    matrix = pd.concat([matrix, own.assign(model=own["site"] + " (local)").rename(columns={local: metric})
+                        [["model", "site", metric]]])
 st.altair_chart(alt.Chart(matrix).mark_rect().encode(
-    x=alt.X("site:N", title="site whose validation data is scored"), y=alt.Y("model:N"),
-    color=alt.Color(f"{metric}:Q"), tooltip=["model", "site", metric]).properties(height=120), use_container_width=True)
-st.caption("Local (per-site) models are not kept, so only the global model's row exists.")
+    x=alt.X("site:N", title="site whose validation data is scored"), y=alt.Y("model:N", title=None),
+    color=alt.Color(f"{metric}:Q"), tooltip=["model", "site", metric]).properties(height=40 + 28 * matrix["model"].nunique()),
+    use_container_width=True)
+st.caption("Rows: the final global model, and each site's own model after its last fine-tuning round. A site's "
+           "model never leaves it, so it is scored on that site's validation split alone (the diagonal). The full "
+           "model × site matrix needs one party holding every site's data: see benchmarks/privacy_utility.py.")
