@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,6 +59,7 @@ class Processes:
     def __init__(self):
         self.running: list[tuple[str, subprocess.Popen]] = []
         self.reported: set[str] = set()
+        self.serverapp: int | None = None
 
     def start(self, name: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -67,17 +68,40 @@ class Processes:
         self.running.append((name, process))
         return process
 
-    def stop(self) -> None:
-        for _, process in reversed(self.running):
+    def stop(self, grace_s: float = 10.0) -> None:
+        """TERM each started process with everything it started (Flower's SuperExec starts the ServerApp and the
+        ClientApps in sessions of their own), newest first; KILL whatever is left after `grace_s`."""
+        trees = [(process, [process.pid, *descendants(process.pid)]) for _, process in reversed(self.running)]
+        for process, tree in trees:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.time() + 10
-        for _, process in reversed(self.running):
+                _signal_group(process.pid, signal.SIGTERM)
+            for pid in tree[1:]:
+                _signal(pid, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        for process, tree in trees:
             try:
                 process.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
+        while time.time() < deadline and any(_alive(pid) for _, tree in trees for pid in tree[1:]):
+            time.sleep(0.1)
+        for _, tree in trees:
+            for pid in tree[1:]:
+                if _alive(pid):
+                    _signal(pid, signal.SIGKILL)
         self.running.clear()
+
+    def serverapp_exited(self) -> bool:
+        """True once the ServerApp (started by Flower under one of these processes) has been seen and is gone."""
+        if self.serverapp is None:
+            for pid in (child for _, process in self.running for child in descendants(process.pid)):
+                try:
+                    if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        self.serverapp = pid
+                except OSError:
+                    pass
+            return False
+        return not _alive(self.serverapp)
 
     def check(self, warn: Callable[[str], None] = print) -> None:
         """The SuperLink is required; a site that exits is a dropout the study may survive (SecAgg+ threshold)."""
@@ -89,6 +113,44 @@ class Processes:
             if name not in self.reported:
                 self.reported.add(name)
                 warn(f"{name} exited with code {process.returncode}; the study goes on while enough sites remain")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process started, directly or not, by `pid` (from /proc; empty where there is none)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        for child in parents.get(frontier.pop(), []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, reference_panel: Path | None = None, resume: bool = False,
@@ -133,11 +195,9 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
                       f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
                       f'resume="{str(resume).lower()}" site-nodes="{",".join(f"{k}={v}" for k, v in site_nodes.items())}"')
         submitted = time.time()
-        output = flwr(["run", str(REPO), "study", "--run-config", run_config], env)
-        status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
-        final = _follow(paths.db, processes, progress, after=submitted, warn=status)
-        if final != "finished":
-            raise RuntimeError(f"study ended with status {final}; logs in {paths.logs}")
+        run_id = submit(run_config, env)
+        status(f"study submitted as Flower run {run_id}")
+        follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress)
     return paths
 
 
@@ -182,9 +242,88 @@ def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None
     raise RuntimeError(f"SuperLink did not open port {port} within {timeout:.0f} s")
 
 
+class StudyInterrupted(Exception):
+    """SIGTERM or SIGHUP reached `study run`: stop like Ctrl-C does."""
+
+
+@contextmanager
+def interrupt_on_signals():
+    """Turn SIGTERM and SIGHUP into StudyInterrupted, so the ExitStack stops every started process (Ctrl-C
+    raises KeyboardInterrupt already). The processes run in their own sessions: a signal to this process group
+    reaches only this process, which then stops them in order."""
+    def handler(signum, frame):
+        raise StudyInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def submit(run_config: str, env: dict, federation_config: str | None = None) -> int:
+    """`flwr run` the project as the study's app; returns Flower's run id."""
+    args = ["run", str(REPO), "study", "--run-config", run_config, "--format", "json"]
+    if federation_config:
+        args += ["--federation-config", federation_config]
+    output = flwr(args, env)
+    return int(json.loads(output[output.index("{"):])["run-id"])
+
+
+def flower_run_status(run_id: int, env: dict) -> str:
+    """Flower's own status of the run ('running', 'finished:completed', 'finished:failed', ...)."""
+    reply = json.loads(flwr(["ls", "study", "--run-id", str(run_id), "--format", "json"], env))
+    return str(reply["runs"][0]["status"])
+
+
+def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict, *, after: float,
+                 status: Callable[[str], None], progress: Callable[[dict], None] | None) -> None:
+    """Follow the study to its end. Raises RuntimeError when it fails; on Ctrl-C, SIGTERM or SIGHUP every started
+    process is stopped first and the study is then marked `interrupted` with the round it reached."""
+    from rundb.writer import RunDatabase
+
+    try:
+        with interrupt_on_signals():
+            final, reason = _follow(paths.db, processes, progress, after=after, warn=status,
+                                    flower_status=lambda: flower_run_status(run_id, env))
+    except (KeyboardInterrupt, StudyInterrupted) as stop:
+        processes.stop()  # before the DB is marked: nothing may write after it
+        why = f"stopped by {stop or 'SIGINT'}"
+        study_id = _study_started_after(paths.db, after)
+        if study_id is not None:
+            RunDatabase(str(paths.db)).update_study(study_id, status="interrupted", status_reason=why, finished=time.time())
+        raise RuntimeError(f"study interrupted ({why}); run it again with --resume to continue") from None
+    if final != "finished":
+        processes.stop()
+        study_id = _study_started_after(paths.db, after)
+        if study_id is not None and reason:
+            RunDatabase(str(paths.db)).update_study(study_id, status="failed", status_reason=reason, finished=time.time())
+        raise RuntimeError(f"study ended with status {final}{f' ({reason})' if reason else ''}; logs in {paths.logs}")
+
+
+def _study_started_after(db_path: Path, after: float) -> int | None:
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from rundb.reader import open_readonly
+    from rundb.schema import Study
+
+    if not db_path.exists():
+        return None
+    with Session(open_readonly(str(db_path))) as s:
+        return s.scalars(select(Study.id).where(Study.started >= after).order_by(Study.id.desc())).first()
+
+
+FLOWER_POLL_S = 10.0  # each `flwr ls` starts a Python process: often enough to notice, cheap enough on 2 cores
+
+
 def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
-            warn: Callable[[str], None] = print, timeout: float = 6 * 3600) -> str:
-    """Poll the run database until the study started after `after` finishes or fails; returns that status."""
+            warn: Callable[[str], None] = print, timeout: float = 6 * 3600,
+            flower_status: Callable[[], str] | None = None) -> tuple[str, str]:
+    """Poll the run database until the study started after `after` finishes or fails, and Flower's own run
+    status every FLOWER_POLL_S: a run Flower ended (a dead ServerApp) while the database still says running is a
+    failure. Returns (status, reason)."""
     from sqlalchemy import select
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.orm import Session
@@ -194,10 +333,12 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
 
     deadline = time.time() + timeout
     engine = None
+    next_flower_check = time.time() + FLOWER_POLL_S
     while time.time() < deadline:
         processes.check(warn)
         if engine is None and db_path.exists():
             engine = open_readonly(str(db_path))
+        study = None
         if engine is not None:
             with Session(engine) as s:
                 try:
@@ -209,7 +350,27 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
                                 "total_rounds": study.total_rounds}
                     if progress:
                         progress(snapshot)
-                    if study.status in ("finished", "failed"):
-                        return study.status
+                    if study.status in ("finished", "failed", "interrupted"):
+                        return study.status, study.status_reason
+        if study is not None and study.status == "running" and processes.serverapp_exited():
+            time.sleep(2.0)  # a ServerApp that finished wrote its status just before it exited
+            if _status_now(engine, study.id) == "running":
+                return "failed", "the ServerApp process exited while the study was running"
+        if flower_status is not None and time.time() >= next_flower_check:
+            next_flower_check = time.time() + FLOWER_POLL_S
+            flower = flower_status()
+            if flower.startswith("finished"):
+                time.sleep(1.0)  # the ServerApp writes its last status just before Flower marks the run
+                if study is None or _status_now(engine, study.id) == "running":
+                    return "failed", f"Flower ended the run as {flower} while the study was still running"
         time.sleep(1.0)
     raise TimeoutError("study did not finish in time")
+
+
+def _status_now(engine, study_id: int) -> str:
+    from sqlalchemy.orm import Session
+
+    from rundb.schema import Study
+
+    with Session(engine) as s:
+        return s.get(Study, study_id).status

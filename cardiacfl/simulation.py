@@ -15,8 +15,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-from cardiacfl.deployment import (REPO, Processes, StudyPaths, _bin, _follow, _wait_for_port, flower_environment,
-                                  flwr, free_port)
+from cardiacfl.deployment import (Processes, StudyPaths, _bin, _wait_for_port, flower_environment, follow_study,
+                                  free_port, submit)
 from client.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
 
@@ -53,9 +53,7 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
                       f'site-nodes="" {SITE_CONFIGS_KEY}="{",".join(str(p) for p in configs)}"')
         federation = f"num-supernodes={len(configs)} client-resources-num-cpus={cpus_per_site}"
         submitted = time.time()
-        output = flwr(["run", str(REPO), "study", "--run-config", run_config, "--federation-config", federation], env)
-        status(output.strip().splitlines()[-1] if output.strip() else "study submitted")
-        final = _follow(paths.db, processes, progress, after=submitted, warn=status)
-        if final != "finished":
-            raise RuntimeError(f"study ended with status {final}; logs in {paths.logs}")
+        run_id = submit(run_config, env, federation_config=federation)
+        status(f"study submitted as Flower run {run_id}")
+        follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress)
     return paths

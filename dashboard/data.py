@@ -54,7 +54,7 @@ def check_schema(url: str) -> None:
 def studies(url: str) -> pd.DataFrame:
     with Session(engine(url)) as s:
         rows = s.scalars(select(Study).order_by(Study.id.desc())).all()
-        return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status,
+        return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "status_reason": r.status_reason,
                               "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
                               "started": pd.to_datetime(r.started, unit="s"),
                               "phases": [p["name"] for p in r.config.get("phases", [])],

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: studies.status_reason
 
 
 class Base(DeclarativeBase):
@@ -29,7 +29,8 @@ class Study(Base):
     name: Mapped[str] = mapped_column(String(200))
     preset: Mapped[str] = mapped_column(String(20))
     config: Mapped[dict[str, Any]]
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed | interrupted
+    status_reason: Mapped[str] = mapped_column(String(500), default="")  # why it failed or stopped
     current_phase: Mapped[str] = mapped_column(String(20), default="")
     current_round: Mapped[int] = mapped_column(default=0)
     total_rounds: Mapped[int] = mapped_column(default=0)

@@ -113,8 +113,8 @@ def main(grid: Grid, context: Context) -> None:
             if plans:
                 save_checkpoint(finished, model, phase=phase, step=plans[-1].rounds)
         db.update_study(study_id, status="finished", finished=time.time())
-    except BaseException:
-        db.update_study(study_id, status="failed", finished=time.time())
+    except BaseException as err:
+        db.update_study(study_id, status="failed", status_reason=f"{type(err).__name__}: {err}"[:500], finished=time.time())
         raise
 
 

@@ -20,6 +20,9 @@ def live() -> None:
     total = max(int(study["total_rounds"]), 1)
     st.progress(min(done / total, 1.0), text=f"{study['status']}: phase {study['phase'] or '-'}, round {study['round']} "
                                               f"({done} of {total} rounds done; phases {' → '.join(study['phases'])})")
+    if study["status"] in ("failed", "interrupted"):
+        st.error(f"The study {study['status']}: {study['status_reason'] or 'no reason recorded'}. "
+                 "`cardiacfl study run --resume` continues it.")
     public = study["public_data"]
     if public:
         epochs = ", ".join(f"{phase} {public[f'{phase}_epochs']}" for phase in PHASES if public.get(f"{phase}_epochs"))
