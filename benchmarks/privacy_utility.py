@@ -210,7 +210,7 @@ generator_epochs = {public.generator_epochs}
     log(f"{name}: simulating {len(configs)} sites")
     paths = simulate_study(load_study_config(arm / "study.toml"), arm / "run", site_configs=arm_configs,
                            status=lambda line: None)
-    return load_checkpoint(paths.checkpoints / "finetune.pt")[0]
+    return load_checkpoint(next(paths.checkpoints.glob("study-*/finetune.pt")))[0]
 
 
 def arm_site_config(path: Path, root: Path, epsilon: float | None) -> Path:

@@ -217,7 +217,7 @@ def study_run(
     work: Path = typer.Option(Path("runs/study"), help="Folder for keys, logs, checkpoints and the run database."),
     reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel (generation gallery)."),
     insecure: bool = typer.Option(False, "--insecure", help="DEBUG ONLY: no TLS and no site authentication."),
-    resume: bool = typer.Option(False, "--resume", help="Skip phases already finished in WORK (their checkpoints exist)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished study of this name in WORK from its last finished round."),
 ) -> None:
     """Start a SuperLink and one SuperNode per site on loopback, run the study, show progress, stop everything."""
     from cardiacfl.deployment import run_study

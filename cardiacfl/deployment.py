@@ -194,11 +194,19 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
         run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
                       f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
                       f'resume="{str(resume).lower()}" site-nodes="{",".join(f"{k}={v}" for k, v in site_nodes.items())}"')
+        resumed = resumable_study(paths.db, study.name) if resume else None
         submitted = time.time()
         run_id = submit(run_config, env)
-        status(f"study submitted as Flower run {run_id}")
-        follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress)
+        status(f"study submitted as Flower run {run_id}" + (f", resuming study #{resumed}" if resumed else ""))
+        follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress, resumed=resumed)
     return paths
+
+
+def resumable_study(db_path: Path, name: str) -> int | None:
+    """The study row a resumed run continues (the ServerApp picks the same one)."""
+    from rundb.writer import RunDatabase
+
+    return RunDatabase(str(db_path)).resumable_study(name) if db_path.exists() else None
 
 
 def flwr(args: list[str], env: dict) -> str:
@@ -278,25 +286,26 @@ def flower_run_status(run_id: int, env: dict) -> str:
 
 
 def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict, *, after: float,
-                 status: Callable[[str], None], progress: Callable[[dict], None] | None) -> None:
+                 status: Callable[[str], None], progress: Callable[[dict], None] | None,
+                 resumed: int | None = None) -> None:
     """Follow the study to its end. Raises RuntimeError when it fails; on Ctrl-C, SIGTERM or SIGHUP every started
     process is stopped first and the study is then marked `interrupted` with the round it reached."""
     from rundb.writer import RunDatabase
 
     try:
         with interrupt_on_signals():
-            final, reason = _follow(paths.db, processes, progress, after=after, warn=status,
+            final, reason = _follow(paths.db, processes, progress, after=after, warn=status, resumed=resumed,
                                     flower_status=lambda: flower_run_status(run_id, env))
     except (KeyboardInterrupt, StudyInterrupted) as stop:
         processes.stop()  # before the DB is marked: nothing may write after it
         why = f"stopped by {stop or 'SIGINT'}"
-        study_id = _study_started_after(paths.db, after)
+        study_id = resumed or _study_started_after(paths.db, after)
         if study_id is not None:
             RunDatabase(str(paths.db)).update_study(study_id, status="interrupted", status_reason=why, finished=time.time())
         raise RuntimeError(f"study interrupted ({why}); run it again with --resume to continue") from None
     if final != "finished":
         processes.stop()
-        study_id = _study_started_after(paths.db, after)
+        study_id = resumed or _study_started_after(paths.db, after)
         if study_id is not None and reason:
             RunDatabase(str(paths.db)).update_study(study_id, status="failed", status_reason=reason, finished=time.time())
         raise RuntimeError(f"study ended with status {final}{f' ({reason})' if reason else ''}; logs in {paths.logs}")
@@ -320,7 +329,7 @@ FLOWER_POLL_S = 10.0  # each `flwr ls` starts a Python process: often enough to 
 
 def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None] | None, *, after: float,
             warn: Callable[[str], None] = print, timeout: float = 6 * 3600,
-            flower_status: Callable[[], str] | None = None) -> tuple[str, str]:
+            flower_status: Callable[[], str] | None = None, resumed: int | None = None) -> tuple[str, str]:
     """Poll the run database until the study started after `after` finishes or fails, and Flower's own run
     status every FLOWER_POLL_S: a run Flower ended (a dead ServerApp) while the database still says running is a
     failure. Returns (status, reason)."""
@@ -334,6 +343,7 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
     deadline = time.time() + timeout
     engine = None
     next_flower_check = time.time() + FLOWER_POLL_S
+    seen_running = False
     while time.time() < deadline:
         processes.check(warn)
         if engine is None and db_path.exists():
@@ -342,7 +352,12 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
         if engine is not None:
             with Session(engine) as s:
                 try:
-                    study = s.scalars(select(Study).where(Study.started >= after).order_by(Study.id.desc())).first()
+                    if resumed is None:
+                        study = s.scalars(select(Study).where(Study.started >= after).order_by(Study.id.desc())).first()
+                    else:  # the resumed row: its old end status counts only once the ServerApp has set it running
+                        study = s.get(Study, resumed)
+                        seen_running = seen_running or study.status == "running"
+                        study = study if seen_running else None
                 except OperationalError:  # the ServerApp has not created the tables yet
                     study = None
                 if study is not None:

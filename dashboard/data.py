@@ -58,7 +58,8 @@ def studies(url: str) -> pd.DataFrame:
                               "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
                               "started": pd.to_datetime(r.started, unit="s"),
                               "phases": [p["name"] for p in r.config.get("phases", [])],
-                              "public_data": r.config.get("public_data")} for r in rows])
+                              "public_data": r.config.get("public_data"), "sites": r.config.get("sites", []),
+                              "resumes": r.config.get("resumes", [])} for r in rows])
 
 
 @st.cache_data(ttl=TTL)
@@ -132,3 +133,31 @@ def utility_rows(path: str) -> pd.DataFrame:
     except (OSError, ValueError) as err:
         raise DashboardDataError(f"{path}: not a readable utility.json ({err})") from err
     return pd.DataFrame(rows)
+
+
+def site_health(url: str, study_id: int) -> pd.DataFrame:
+    """One row per site enrolled in the study or heard from: online or offline (since when), last round trained,
+    rounds missed (finished rounds it neither trained nor declined), ε as last reported. A site that has missed
+    the latest finished round is offline since it was last seen."""
+    study = studies(url).set_index("id").loc[study_id]
+    finished = rounds(url, study_id)
+    finished = finished[finished["seconds"].notna() & ~finished["phase"].str.startswith("public-")] if not finished.empty else finished
+    fits = site_metrics(url, study_id, "fit", (MetricKey.DECLINED,))
+    seen = site_metrics(url, study_id, "evaluate", ())
+    every = pd.concat([fits[["site", "time"]], seen[["site", "time"]]]) if not seen.empty else fits[["site", "time"]]
+    names = sorted(set(study["sites"]) | set(every["site"]))
+    rows = []
+    for site in names:
+        mine = fits[fits["site"] == site]
+        trained = mine[(mine["examples"] > 0) & (mine[MetricKey.DECLINED].fillna(0) == 0)]
+        answered = set(zip(mine["phase"], mine["round"]))
+        missed = [(r.phase, r.round) for r in finished.itertuples() if (r.phase, r.round) not in answered]
+        last_seen = every[every["site"] == site]["time"].max() if (every["site"] == site).any() else None
+        latest_missed = not finished.empty and (finished.iloc[-1]["phase"], finished.iloc[-1]["round"]) not in answered
+        state = "never reported" if last_seen is None else ("offline" if latest_missed else "online")
+        epsilon = mine["epsilon"].dropna()
+        rows.append({"site": site, "state": state, "last seen": last_seen,
+                     "last round trained": f"{trained.iloc[-1]['phase']} {trained.iloc[-1]['round']}" if not trained.empty else "-",
+                     "rounds missed": len(missed), "ε last reported": float(epsilon.iloc[-1]) if not epsilon.empty else None})
+    return pd.DataFrame(rows, columns=["site", "state", "last seen", "last round trained", "rounds missed",
+                                       "ε last reported"])

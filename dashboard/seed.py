@@ -18,9 +18,10 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
     per_phase = [rounds // 3 + (1 if i < rounds % 3 else 0) for i in range(3)]
     public = {"description": "the lab's public cohort", "sites": ["public"], "dp": False, "pretrain_epochs": 60,
               "generator_epochs": 30, "finetune_epochs": 30}
-    study_id = db.start_study("seeded", "small", {"phases": [{"name": p, "rounds": n} for p, n in zip(phases, per_phase)],
-                                                  "public_data": public}, total_rounds=rounds)
     names = [f"hospital-{i:02d}" for i in range(sites)]
+    enrolled = [*names, "hospital-silent"]  # enrolled, never reported: the dashboard must still show it
+    study_id = db.start_study("seeded", "small", {"phases": [{"name": p, "rounds": n} for p, n in zip(phases, per_phase)],
+                                                  "public_data": public, "sites": enrolled}, total_rounds=rounds)
     budgets = {s: float(6 + 2 * (i % 3)) for i, s in enumerate(names)}
     epsilon = dict.fromkeys(names, 0.0)
     # per-round spend: the first site ends at 80 % of its budget, later ones higher, some run out and decline

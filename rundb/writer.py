@@ -64,6 +64,28 @@ class RunDatabase:
         with self.session.begin() as s:
             s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
 
+    def resumable_study(self, name: str) -> int | None:
+        """The latest study of this name that did not finish (interrupted, failed or left running)."""
+        with self.session() as s:
+            study = s.scalars(select(Study).where(Study.name == name).order_by(Study.id.desc())).first()
+        return study.id if study is not None and study.status != "finished" else None
+
+    def note_resume(self, study_id: int, reason: str) -> None:
+        """Back to running; the audit keeps when and why it stopped before."""
+        with self.session.begin() as s:
+            study = s.get(Study, study_id)
+            history = list(study.config.get("resumes", [])) + [{"at": time.time(), "after": study.status,
+                                                                "reason": study.status_reason or reason}]
+            study.config = {**study.config, "resumes": history}
+            study.status, study.status_reason, study.finished = "running", "", None
+
+    def last_aggregated_round(self, study_id: int, phase: str) -> int:
+        """The last round of `phase` whose global model was aggregated and saved (0: none)."""
+        with self.session() as s:
+            rounds = s.scalars(select(Round.server_round).where(
+                Round.study_id == study_id, Round.phase == phase, Round.checkpoint != "", Round.seconds.is_not(None)))
+            return max(rounds, default=0)
+
     def last_epsilon_by_site(self) -> dict[str, float]:
         """Each site's most recently reported lifetime ε over every study in this database."""
         with self.session() as s:

@@ -5,8 +5,10 @@ Run config (`flwr run --run-config`): `study-config` (path to the study TOML on 
 (SQLAlchemy URL or SQLite path), `out-dir` (global checkpoints), `reference-panel` (optional site config of
 the lab's reference panel), `site-nodes` ("site=node_id,..." from key registration: who each node is). With `[public_data]` in the study,
 each phase starts with the lab training it on its own non-private data (server/public_data.py), recorded as phase
-`public-<phase>` round 0. `resume` ("true": phases whose final checkpoint exists in `out-dir` are skipped
-and the next phase starts from the last of them; sites' privacy ledgers carry on regardless).
+`public-<phase>` round 0. Each study keeps its checkpoints in `out-dir/study-<id>/`, with the strategy's state
+(FedAdam/FedYogi moments) beside every round's global model. `resume` ("true"): the latest unfinished study of the
+same name goes on in the same database row, from the last round it aggregated; a round that was cut off runs
+again under the same number (the sites' ledgers count what they spent on the lost attempt).
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 app = ServerApp()
 
 
+def enrolled_sites(run_config) -> list[str]:
+    """The sites this study expects, so the dashboard can show one that never reported: the registered sites'
+    names, or in simulation the site configs' ids (the lab holds those); empty without either."""
+    from client.simulated_site import SITE_CONFIGS_KEY
+    from sitedata.site_config import load_site_config
+
+    registered = parse_site_nodes(str(run_config.get("site-nodes", "")))
+    if registered:
+        return sorted(set(registered.values()))
+    listed = [p for p in str(run_config.get(SITE_CONFIGS_KEY, "")).split(",") if p]
+    return sorted(load_site_config(p).site_id for p in listed)
+
+
+def strategy_path(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".strategy.npz")
+
+
 def parse_site_nodes(text: str) -> dict[int, str]:
     """'hospital-a=123,hospital-b=456' (the node ids the lab got when it registered each site's key)."""
     pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
@@ -28,6 +47,7 @@ def parse_site_nodes(text: str) -> dict[int, str]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    import numpy as np
     import torch
 
     from server.public_data import public_sites, train_on_public_data
@@ -53,10 +73,17 @@ def main(grid: Grid, context: Context) -> None:
     torch.manual_seed(study.seed)
     model = build_model(study.preset)
     public = study.public_data
-    study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
-                                                         "secagg": study.secagg.__dict__, "dp": study.dp,
-                                                         "public_data": _public_summary(public)},
-                              total_rounds=sum(p.rounds for p in study.phases))
+    resume = str(run_config.get("resume", "false")).lower() == "true"
+    study_id = db.resumable_study(study.name) if resume else None
+    if study_id is None:
+        study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
+                                                             "secagg": study.secagg.__dict__, "dp": study.dp,
+                                                             "public_data": _public_summary(public),
+                                                             "sites": enrolled_sites(run_config)},
+                                  total_rounds=sum(p.rounds for p in study.phases))
+    else:
+        db.note_resume(study_id, "resumed")
+    rounds_out = out / f"study-{study_id}"  # each study its own checkpoints (the public-data cache is shared)
     if public is not None:
         if lab_panel is not None and lab_panel.data_root in {load_site_config(p).data_root for p in public.sites}:
             raise ValueError(f"{panel_config}: the reference panel is also declared as public training data; "
@@ -79,10 +106,12 @@ def main(grid: Grid, context: Context) -> None:
 
     recorder = StudyRecorder(db, study_id, study, node_sites=parse_site_nodes(str(run_config.get("site-nodes", ""))))
 
-    def on_round_end(phase: str, server_round: int, global_state: dict) -> str:
+    def on_round_end(phase: str, server_round: int, global_state: dict, strategy_state: dict) -> str:
         load_numpy_state(model, global_state)
-        path = out / f"{phase}_round{server_round}.pt"
+        path = rounds_out / f"{phase}_round{server_round}.pt"
         save_checkpoint(path, model, phase=phase, step=server_round)
+        if strategy_state:  # FedAdam/FedYogi moments: a resumed phase goes on with them
+            np.savez(strategy_path(path), **strategy_state)
         if lab_panel is not None:
             db.upsert_round(study_id, phase, server_round, global_metrics=lab_panel.evaluate(model, phase, seed=study.seed))
         if phase == "generator":
@@ -90,28 +119,38 @@ def main(grid: Grid, context: Context) -> None:
         return str(path)
 
     recorder.on_round_end = on_round_end
-    resume = str(run_config.get("resume", "false")).lower() == "true"
     try:
         for phase in PHASES:  # each phase: the lab's public data first, then the sites' rounds
             plans = [plan for plan in study.phases if plan.name == phase]
-            finished = out / f"{phase}.pt"
+            finished = rounds_out / f"{phase}.pt"
             if resume and plans and finished.is_file():
                 model, _ = load_checkpoint(finished)
-                state = numpy_state(model)
-                db.upsert_round(study_id, phase, plans[-1].rounds, started=time.time(), seconds=0.0,
-                                participants={"resumed_from": str(finished)}, checkpoint=str(finished))
                 continue
-            public_step(phase)
+            done = db.last_aggregated_round(study_id, phase) if resume and plans else 0
+            moments = {}
+            if done:  # go on after the last round this study finished; the public step is inside that model
+                last = rounds_out / f"{phase}_round{done}.pt"
+                model, _ = load_checkpoint(last)
+                if strategy_path(last).is_file():
+                    moments = dict(np.load(strategy_path(last)))
+            else:
+                public_step(phase)
             state = numpy_state(model)
+            before = 0  # rounds of this phase's earlier plans: rounds are numbered through the phase
             for plan in plans:
-                strategy = make_strategy(plan, recorder, state)
-                legacy = LegacyContext(context, config=ServerConfig(num_rounds=plan.rounds), strategy=strategy)
-                phase_workflow(study.secagg)(grid, legacy)
-                strategy.record_unaggregated()
-                state = strategy.global_state
-                load_numpy_state(model, state)
+                start = max(done, before)
+                if start < before + plan.rounds:
+                    strategy = make_strategy(plan, recorder, state, round_offset=start,
+                                             strategy_state=moments if start == done else None)
+                    legacy = LegacyContext(context, config=ServerConfig(num_rounds=before + plan.rounds - start),
+                                           strategy=strategy)
+                    phase_workflow(study.secagg)(grid, legacy)
+                    strategy.record_unaggregated()
+                    state = strategy.global_state
+                    load_numpy_state(model, state)
+                before += plan.rounds
             if plans:
-                save_checkpoint(finished, model, phase=phase, step=plans[-1].rounds)
+                save_checkpoint(finished, model, phase=phase, step=before)
         db.update_study(study_id, status="finished", finished=time.time())
     except BaseException as err:
         db.update_study(study_id, status="failed", status_reason=f"{type(err).__name__}: {err}"[:500], finished=time.time())

@@ -44,7 +44,7 @@ class StudyRecorder:
         self.declined_sites: dict[str, str] = {}  # site -> reason; they still evaluate
         self.node_site: dict[int, str] = dict(self.node_sites)
         self.last_epsilon = db.last_epsilon_by_site()  # across studies: a site's lifetime ε never goes down
-        self.on_round_end = None  # callback(phase, round, state) -> checkpoint path
+        self.on_round_end = None  # callback(phase, round, state, strategy state) -> checkpoint path
 
     def identify(self, node_id: int, metrics: dict) -> tuple[str, str | None]:
         """(the site a reply came from, why it must be dropped or None)."""
@@ -75,7 +75,8 @@ class StudyRecorder:
 class StudyRounds:
     """Mixin over a Flower strategy: round instructions, part-weighted decoding and recording."""
 
-    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], **kwargs):
+    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], *,
+                 round_offset: int = 0, **kwargs):
         super().__init__(fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=plan.min_sites,
                          min_evaluate_clients=plan.min_sites, min_available_clients=plan.min_sites,
                          initial_parameters=ndarrays_to_parameters(list(global_state.values())),
@@ -84,10 +85,26 @@ class StudyRounds:
         self.global_state = dict(global_state)
         self.round_started: dict[int, float] = {}
         self.aggregated: set[int] = set()
+        # Flower counts this run's rounds from 1; a resumed phase goes on from the last round it finished.
+        self.round_offset = round_offset
+
+    def phase_round(self, server_round: int) -> int:
+        return server_round + self.round_offset
+
+    def strategy_state(self) -> dict[str, np.ndarray]:
+        """What a resumed phase needs besides the weights: FedAdam/FedYogi moments (none for FedAvg/FedProx)."""
+        moments = {f"{name}.{i}": array for name in ("m_t", "v_t") for i, array in enumerate(getattr(self, name, None) or [])}
+        return moments
+
+    def restore_strategy_state(self, state: dict[str, np.ndarray]) -> None:
+        for name in ("m_t", "v_t"):
+            arrays = [state[k] for k in sorted((k for k in state if k.startswith(f"{name}.")), key=lambda k: int(k.split(".")[1]))]
+            if arrays:
+                setattr(self, name, arrays)
 
     def round_config(self, server_round: int) -> dict:
         study, plan = self.recorder.study, self.plan
-        return RoundConfig(study=study.name, phase=plan.name, server_round=server_round, preset=study.preset,
+        return RoundConfig(study=study.name, phase=plan.name, server_round=self.phase_round(server_round), preset=study.preset,
                            plan=study.plan_text, local_epochs=plan.local_epochs, lr=plan.lr,
                            proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
                            finetune_mode=plan.finetune_mode, dp=study.dp, max_site_examples=study.max_site_examples,
@@ -99,7 +116,8 @@ class StudyRounds:
         dropout) are recorded as failed; the global model stayed as it was."""
         recorder = self.recorder
         for earlier in sorted(set(self.round_started) - self.aggregated):
-            recorder.db.upsert_round(recorder.study_id, self.plan.name, earlier, seconds=time.time() - self.round_started[earlier],
+            recorder.db.upsert_round(recorder.study_id, self.plan.name, self.phase_round(earlier),
+                                     seconds=time.time() - self.round_started[earlier],
                                      participants={"trained": [], "declined": {}, "failed": 0,
                                                    "outcome": "not aggregated: the round failed; the global model is unchanged"})
             self.aggregated.add(earlier)
@@ -108,16 +126,18 @@ class StudyRounds:
         recorder = self.recorder
         self.record_unaggregated()
         self.round_started[server_round] = time.time()
-        recorder.db.update_study(recorder.study_id, current_phase=self.plan.name, current_round=server_round)
-        recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round, started=self.round_started[server_round])
+        recorder.db.update_study(recorder.study_id, current_phase=self.plan.name, current_round=self.phase_round(server_round))
+        recorder.db.upsert_round(recorder.study_id, self.plan.name, self.phase_round(server_round),
+                                 started=self.round_started[server_round])
         instructions = super().configure_fit(server_round, parameters, client_manager)
         config = self.round_config(server_round)
         return [(proxy, FitIns(fit.parameters, {**fit.config, **config})) for proxy, fit in instructions
                 if recorder.node_site.get(proxy.node_id) not in recorder.declined_sites]
 
-    def aggregate_fit(self, server_round, results, failures):
+    def aggregate_fit(self, flower_round, results, failures):
         recorder, phase = self.recorder, self.plan.name
-        self.aggregated.add(server_round)
+        self.aggregated.add(flower_round)
+        server_round = self.phase_round(flower_round)  # what sites, the DB and FedAdam's bias correction count
         secagg = recorder.study.secagg.enabled
         # SecAgg+: one site's update is never seen; the aggregate is checked below instead
         check = None if secagg else (lambda fit: update_problem(parameters_to_ndarrays(fit.parameters), self.global_state,
@@ -143,7 +163,7 @@ class StudyRounds:
                 trained.append(site)
         participants = {"trained": trained, "declined": declined, "failed": len(failures) + len(rejected),
                         "rejected": rejected, "flags": flags}
-        seconds = time.time() - self.round_started.get(server_round, time.time())
+        seconds = time.time() - self.round_started.get(flower_round, time.time())
         if outcome is not None:
             recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,
                                      participants=participants | {"outcome": outcome})
@@ -154,7 +174,8 @@ class StudyRounds:
             fit.parameters, fit.num_examples = averaged, 1
         parameters, _ = super().aggregate_fit(server_round, accepted, failures)
         self.global_state = dict(zip(self.global_state, parameters_to_ndarrays(parameters)))
-        checkpoint = recorder.on_round_end(phase, server_round, self.global_state) if recorder.on_round_end else ""
+        checkpoint = (recorder.on_round_end(phase, server_round, self.global_state, self.strategy_state())
+                      if recorder.on_round_end else "")
         recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,
                                  participants=participants | {"part_weights": part_weights},
                                  model_hash=model_hash(self.global_state), checkpoint=checkpoint)
@@ -182,13 +203,13 @@ class StudyRounds:
         recorder.db.add_site_metrics(recorder.study_id, rows)
         return accepted, rows, rejected, flags
 
-    def configure_evaluate(self, server_round, parameters, client_manager):
+    def configure_evaluate(self, server_round, parameters, client_manager):  # round_config adds the offset
         instructions = super().configure_evaluate(server_round, parameters, client_manager)
         config = self.round_config(server_round)
         return [(proxy, EvaluateIns(ev.parameters, {**ev.config, **config})) for proxy, ev in instructions]
 
-    def aggregate_evaluate(self, server_round, results, failures):
-        recorder = self.recorder
+    def aggregate_evaluate(self, flower_round, results, failures):
+        recorder, server_round = self.recorder, self.phase_round(flower_round)
         accepted, _, rejected, flags = self._screen(server_round, "evaluate", results)
         loss, summary = super().aggregate_evaluate(server_round, accepted, failures)
         recorder.db.upsert_round(recorder.study_id, self.plan.name, server_round, global_metrics=summary)
@@ -203,22 +224,25 @@ class StudyFedAvg(StudyRounds, FedAvg):
 
 
 class StudyFedProx(StudyRounds, FedProx):
-    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray]):
-        super().__init__(plan, recorder, global_state, proximal_mu=plan.proximal_mu)
+    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], **kwargs):
+        super().__init__(plan, recorder, global_state, proximal_mu=plan.proximal_mu, **kwargs)
 
 
 class StudyFedAdam(StudyRounds, FedAdam):
-    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray]):
-        super().__init__(plan, recorder, global_state, eta=plan.server_lr)
+    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], **kwargs):
+        super().__init__(plan, recorder, global_state, eta=plan.server_lr, **kwargs)
 
 
 class StudyFedYogi(StudyRounds, FedYogi):
-    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray]):
-        super().__init__(plan, recorder, global_state, eta=plan.server_lr)
+    def __init__(self, plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], **kwargs):
+        super().__init__(plan, recorder, global_state, eta=plan.server_lr, **kwargs)
 
 
 STRATEGIES = {"fedavg": StudyFedAvg, "fedprox": StudyFedProx, "fedadam": StudyFedAdam, "fedyogi": StudyFedYogi}
 
 
-def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray]) -> StudyRounds:
-    return STRATEGIES[plan.strategy](plan, recorder, global_state)
+def make_strategy(plan: PhasePlan, recorder: StudyRecorder, global_state: dict[str, np.ndarray], *,
+                  round_offset: int = 0, strategy_state: dict[str, np.ndarray] | None = None) -> StudyRounds:
+    strategy = STRATEGIES[plan.strategy](plan, recorder, global_state, round_offset=round_offset)
+    strategy.restore_strategy_state(strategy_state or {})
+    return strategy

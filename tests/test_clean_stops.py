@@ -62,9 +62,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start(tmp_path, tiny_cohort_template):
+def _start(tmp_path, tiny_cohort_template, study=STUDY):
     shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
-    (tmp_path / "study.toml").write_text(STUDY)
+    (tmp_path / "study.toml").write_text(study)
     cli = subprocess.Popen([sys.executable, "-m", "cardiacfl.cli", "study", "run", "--study", str(tmp_path / "study.toml"),
                             "--work", str(tmp_path / "run")], stdout=(tmp_path / "cli.log").open("wb"),
                            stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
@@ -128,3 +128,64 @@ def test_a_killed_serverapp_is_noticed_and_the_study_marked_failed(tmp_path, tin
     finally:
         if cli.poll() is None:
             cli.kill()
+
+
+def _rounds(db: Path):
+    with Session(create_engine(f"sqlite:///{db}")) as s:
+        studies = s.scalars(select(Study)).all()
+        rows = [(r.phase, r.server_round, sorted(r.participants.get("trained", [])), r.seconds is not None)
+                for r in s.scalars(select(Round).order_by(Round.phase, Round.server_round))]
+        return studies, rows
+
+
+def _ledger_rounds(root: Path) -> dict[str, list[int]]:
+    """Each site's ledger: the rounds it recorded DP training for."""
+    from client.site_round import open_ledger
+    from sitedata.site_config import load_site_config
+
+    rounds = {}
+    for config in sorted((root / "cohort" / "site_configs").glob("*.toml")):
+        site = load_site_config(config)
+        with open_ledger(site) as ledger:
+            rounds[site.site_id] = [entry["round"] for entry in ledger.rounds if "epsilon" in entry]  # one per round
+    return rounds
+
+
+@pytest.mark.slow
+def test_resume_goes_on_from_the_last_round_in_the_same_study_row(tmp_path, tiny_cohort_template):
+    short = STUDY.replace("rounds = 30", "rounds = 4")
+    reference = tmp_path / "uninterrupted"
+    reference.mkdir()
+    shutil.copytree(tiny_cohort_template, reference / "cohort")
+    (reference / "study.toml").write_text(short)
+    subprocess.run([sys.executable, "-m", "cardiacfl.cli", "study", "run", "--study", str(reference / "study.toml"),
+                    "--work", str(reference / "run")], check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+
+    cli = _start(tmp_path, tiny_cohort_template, short)
+    try:
+        _wait_for_round(tmp_path / "run" / "study.db", cli)
+        serverapp = next(p for p, c in _children(cli.pid).items() if "flwr-serverapp" in c)
+        os.kill(serverapp, signal.SIGKILL)
+        cli.wait(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    studies, before = _rounds(tmp_path / "run" / "study.db")
+    assert [s.status for s in studies] == ["failed"]
+    finished_before = [r for r in before if r[3]]
+    assert 1 <= len(finished_before) < 4
+
+    resumed = subprocess.run([sys.executable, "-m", "cardiacfl.cli", "study", "run", "--study", str(tmp_path / "study.toml"),
+                              "--work", str(tmp_path / "run"), "--resume"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    studies, after = _rounds(tmp_path / "run" / "study.db")
+    _, expected = _rounds(reference / "run" / "study.db")
+    assert len(studies) == 1 and studies[0].status == "finished"  # the same row, finished
+    assert studies[0].config["resumes"][0]["after"] == "failed"  # the audit keeps the stop
+    assert after[:len(finished_before)] == finished_before  # finished rounds were kept, not run again
+    assert after == expected  # every round once, aggregated, with every site
+    ledgers, reference_ledgers = _ledger_rounds(tmp_path), _ledger_rounds(reference)
+    for site, rounds in ledgers.items():
+        # every round the study aggregated is in the ledger; an attempt cut off by the kill may be there too
+        assert set(rounds) == set(reference_ledgers[site]) and len(rounds) - len(reference_ledgers[site]) <= 1

@@ -75,6 +75,12 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
         assert "without DP" in _text(at) and "pretrain 60" in _text(at)  # the public data is declared
     if page == "views/sites.py":  # the cross-site matrix: the global row and each site's own (local) cell
         assert "never leaves it" in _text(at)
+    if page in ("views/overview.py", "views/sites.py"):  # an enrolled site that never reported is still listed
+        health = at.dataframe[0].value.set_index("site")
+        assert health.loc["hospital-silent", "state"] == "never reported"
+        assert health.loc["hospital-silent", "rounds missed"] == 6 and health.loc["hospital-00", "state"] == "online"
+    if page == "views/privacy.py":
+        assert "hospital-silent" in list(at.dataframe[0].value["site"])
     if page == "views/privacy.py":
         assert any("out of budget" in w.value or "near budget" in w.value for w in at.warning)
     if page == "views/audit.py":

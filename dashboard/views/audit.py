@@ -1,6 +1,7 @@
 """Audit: every round with participants, declined, failed and rejected replies (and why), flags such as a site
 whose lifetime ε went down, model hash and checkpoint; CSV export."""
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import data
@@ -19,5 +20,9 @@ for row in table[table["flags"] != ""].itertuples():
     st.warning(f"{row.phase} round {row.round}: {row.flags}")
 for row in table[table["rejected"] != ""].itertuples():
     st.error(f"{row.phase} round {row.round}: replies dropped: {row.rejected}")
+study = data.studies(url).set_index("id").loc[study_id]
+for resume in study["resumes"]:
+    st.info(f"Resumed at {pd.to_datetime(resume['at'], unit='s'):%Y-%m-%d %H:%M:%S} UTC after the study {resume['after']}: "
+            f"{resume['reason']}")
 st.dataframe(table, hide_index=True, use_container_width=True)
 st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name=f"study-{study_id}-rounds.csv", mime="text/csv")

@@ -29,6 +29,8 @@ def live() -> None:
         st.info(f"Public data: before each phase's rounds the lab trained it on {public['description']} (epochs: "
                 f"{epochs}), centrally and without DP: it holds no site's patients. Rounds `public-*` show that model "
                 "on the lab's panel.")
+    if study["resumes"]:
+        st.caption("Resumed " + "; ".join(f"after {r['after']} ({r['reason']})" for r in study["resumes"]))
     if rounds.empty:
         st.info("No round has finished yet.")
         return
@@ -49,15 +51,15 @@ def live() -> None:
             x=alt.X("step:Q", title="round (all phases)"), y=alt.Y("seconds:Q", title="seconds"), color="phase:N",
             tooltip=["phase", "round", "seconds"]).properties(height=280), use_container_width=True)
     st.subheader("Sites")
-    fits = data.site_metrics(url, study_id, "fit", (K.DECLINED, K.REASON, K.LOSS))
-    if fits.empty:
-        st.info("No site has reported yet.")
+    health = data.site_health(url, study_id)
+    if health.empty:
+        st.info("No site is enrolled or has reported yet.")
         return
-    last = fits.sort_values("time").groupby("site").tail(1)
-    for row in last.itertuples():
-        state = "declined: " + str(row.reason) if row.declined else ("trained" if row.examples else str(row.reason or "idle"))
-        eps = f", ε {row.epsilon:.2f}" if row.epsilon == row.epsilon and row.epsilon is not None else ""
-        st.markdown(f"**{row.site}** — {row.phase} round {row.round}: {state}{eps} (last seen {row.time:%H:%M:%S})")
-
+    st.dataframe(health, hide_index=True, use_container_width=True)
+    for row in health.to_dict("records"):
+        if row["state"] != "online":
+            seen = row["last seen"]
+            since = f" since {seen:%H:%M:%S}" if seen is not None and seen == seen else ""
+            st.warning(f"{row['site']}: {row['state']}{since}; {row['rounds missed']} round(s) missed")
 
 live()

@@ -31,7 +31,9 @@ table = pd.DataFrame({
 })
 table["share used"] = (table["ε spent"] / table["ε budget"]).round(3)
 table["status"] = table["share used"].map(lambda u: "out of budget" if u >= 0.999 else ("near budget" if u >= 0.9 else "ok"))
+silent = sorted(set(data.site_health(url, study_id)["site"]) - set(table["site"]))
+table = pd.concat([table, pd.DataFrame({"site": silent, "status": "no report yet"})], ignore_index=True)
 st.dataframe(table, hide_index=True, use_container_width=True)
 for row in table.itertuples():
-    if row.status != "ok":
+    if row.status not in ("ok", "no report yet"):
         st.warning(f"{row.site}: {row.status} ({row._2:.2f} of {row._3:g})")

@@ -11,6 +11,7 @@ from shared_models.site_metrics import local_key
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Sites")
+st.dataframe(data.site_health(url, study_id), hide_index=True, use_container_width=True)
 names = data.metric_names(url, study_id, "evaluate")
 if not names:
     st.info("No site has evaluated a round yet.")
