@@ -332,6 +332,7 @@ def plot(rows: list[dict], path: Path) -> None:
                 ax.set_title(f"{encoder} encoder")
             ax.set_xscale("log")
             ax.set_xticks([1, 3, 8], ["1", "3", "8"])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set(ylabel=label if column == 0 else None, xlabel="ε per site (lifetime)" if row_index == 1 else None)
             ax.grid(alpha=0.3)
         axes[0, column].legend(fontsize=7, loc="lower right")
