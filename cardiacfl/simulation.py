@@ -17,7 +17,7 @@ from typing import Callable
 
 from cardiacfl.deployment import (Processes, StudyPaths, _bin, _wait_for_port, flower_environment, follow_study,
                                   free_port, submit)
-from client.simulated_site import SITE_CONFIGS_KEY
+from shared_models.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
 
 

@@ -3,7 +3,7 @@
 message starts a fresh ClientApp process and the SecAgg+ stages need none of them.
 
 Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"` (in simulation, from
-the partition id: client/simulated_site.py).
+the partition id: shared_models/simulated_site.py).
 Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metrics only.
 """
 
@@ -15,7 +15,7 @@ from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
-from client.simulated_site import site_config_for_partition
+from shared_models.simulated_site import site_config_for_partition
 from shared_models.round_contract import RoundConfig
 from shared_models import mask_prg
 from shared_models.site_metrics import MetricKey

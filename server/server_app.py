@@ -25,7 +25,7 @@ app = ServerApp()
 def enrolled_sites(run_config) -> list[str]:
     """The sites this study expects, so the dashboard can show one that never reported: the registered sites'
     names, or in simulation the site configs' ids (the lab holds those); empty without either."""
-    from client.simulated_site import SITE_CONFIGS_KEY
+    from shared_models.simulated_site import SITE_CONFIGS_KEY
     from sitedata.site_config import load_site_config
 
     registered = parse_site_nodes(str(run_config.get("site-nodes", "")))

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from client.simulated_site import site_config_for_partition
+from shared_models.simulated_site import site_config_for_partition
 from rundb.schema import Round, SiteMetric, Study
 from server.study_config import load_study_config
 
