@@ -15,8 +15,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-from cardiacfl.deployment import (Processes, StudyPaths, _bin, _wait_for_port, flower_environment, follow_study,
-                                  free_port, submit)
+from cardiacfl.cross_site import MAX_SITES, fill_cross_site_matrix
+from cardiacfl.deployment import (Processes, StudyPaths, _bin, _study_started_after, _wait_for_port, flower_environment,
+                                  follow_study, free_port, submit)
 from shared_models.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
 
@@ -56,4 +57,8 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
         run_id = submit(run_config, env, federation_config=federation)
         status(f"study submitted as Flower run {run_id}")
         follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress)
+    if any(plan.name == "finetune" for plan in study.phases):  # the lab holds every site's data here
+        written = fill_cross_site_matrix(paths.db, _study_started_after(paths.db, submitted), configs)
+        status(f"cross-site matrix: {written} (model, site) scores" if written else
+               f"cross-site matrix skipped: more than {MAX_SITES} sites")
     return paths

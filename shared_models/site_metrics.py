@@ -16,6 +16,7 @@ class MetricKey(StrEnum):
     ROUND = "round"
     DECLINED = "declined"  # 1 when the site refused the round
     REASON = "reason"  # why it declined, or why it had nothing to train
+    MODEL = "model"  # cross-site rows: whose model was scored on this site's data (simulation only)
     EXAMPLES = "examples"  # training samples this round (0 when declined)
     NUM_EXAMPLES = "num-examples"  # validation samples scored
     # training
@@ -57,7 +58,7 @@ def per_target(kind: str, name: str) -> str:
     return f"{kind}/{name}"
 
 
-TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON})  # every other key is a number
+TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON, MetricKey.MODEL})  # every other key is a number
 # Per-site values that an example-weighted mean over sites would make meaningless.
 NOT_AVERAGED = frozenset({MetricKey.NUM_EXAMPLES, MetricKey.EPSILON, MetricKey.TARGET_EPSILON, MetricKey.DELTA,
                           MetricKey.NOISE_MULTIPLIER, MetricKey.MAX_GRAD_NORM, MetricKey.SAMPLE_RATE, MetricKey.ROUND})

@@ -103,6 +103,18 @@ def test_the_references_page_shows_the_study_beside_the_benchmark_arms(seeded_db
     assert len(at.dataframe[0].value) == 4
 
 
+def test_a_simulated_study_shows_the_full_cross_site_matrix(seeded_db):
+    from rundb.writer import RunDatabase
+
+    sites = ["hospital-00", "hospital-01", "hospital-02"]
+    RunDatabase(str(seeded_db)).add_site_metrics(1, [("finetune", 2, "cross", site, {"model": f"{owner} (local)", "loss": 0.5})
+                                                     for owner in sites for site in sites])
+    at = _signed_in()
+    at.switch_page("views/sites.py").run()
+    assert not at.exception, at.exception
+    assert "a simulation fills it" in _text(at)
+
+
 def test_missing_database_is_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIACFL_RUN_DB", str(tmp_path / "nope.db"))
     monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")

@@ -65,3 +65,7 @@ def test_deployment_and_simulation_write_the_same_rounds_participants_and_epsilo
     assert all(trained == ["hospital-a", "hospital-b", "hospital-c"] for *_, trained in rounds)
     assert len(epsilon) == 6 and all(0 < e for e in epsilon.values())
     assert _rows(simulated.db) == (status, rounds, epsilon)
+    with Session(create_engine(f"sqlite:///{simulated.db}")) as session:  # the lab holds all data: full matrix
+        cross = {(m.metrics["model"], m.site) for m in session.scalars(select(SiteMetric).where(SiteMetric.kind == "cross"))}
+    sites = ["hospital-a", "hospital-b", "hospital-c"]
+    assert cross == {(f"{owner} (local)", site) for owner in sites for site in sites}

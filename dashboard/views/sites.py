@@ -47,10 +47,14 @@ if local in names:  # each site's own fine-tuned model, scored where it lives: o
     own = own.sort_values("round").groupby("site").tail(1)
     matrix = pd.concat([matrix, own.assign(model=own["site"] + " (local)").rename(columns={local: metric})
                         [["model", "site", metric]]])
+cross = data.site_metrics(url, study_id, "cross", (K.MODEL, metric)).dropna(subset=[metric])
+if not cross.empty:  # simulation: one party holds every site's data, so every local model meets every site
+    matrix = pd.concat([matrix[matrix["model"] == "global"], cross[["model", "site", metric]]])
 st.altair_chart(alt.Chart(matrix).mark_rect().encode(
     x=alt.X("site:N", title="site whose validation data is scored"), y=alt.Y("model:N", title=None),
     color=alt.Color(f"{metric}:Q"), tooltip=["model", "site", metric]).properties(height=40 + 28 * matrix["model"].nunique()),
     use_container_width=True)
 st.caption("Rows: the final global model, and each site's own model after its last fine-tuning round. A site's "
            "model never leaves it, so it is scored on that site's validation split alone (the diagonal). The full "
-           "model × site matrix needs one party holding every site's data: see benchmarks/privacy_utility.py.")
+           "model × site matrix needs one party holding every site's data: a simulation fills it, and so does "
+           "benchmarks/privacy_utility.py.")
