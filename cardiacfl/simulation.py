@@ -60,5 +60,6 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
     if any(plan.name == "finetune" for plan in study.phases):  # the lab holds every site's data here
         written = fill_cross_site_matrix(paths.db, _study_started_after(paths.db, submitted), configs)
         status(f"cross-site matrix: {written} (model, site) scores" if written else
-               f"cross-site matrix skipped: more than {MAX_SITES} sites")
+               f"cross-site matrix skipped: more than {MAX_SITES} sites" if len(configs) > MAX_SITES else
+               "cross-site matrix: no site kept a fine-tuned model")
     return paths
