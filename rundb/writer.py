@@ -1,11 +1,12 @@
 """The run database's only writer (the ServerApp, and the seeded study for tests): creates the tables on
-first use; every write is its own transaction."""
+first use and brings an older database up to this schema (1 -> 2: studies.status_reason); every write is its own
+transaction."""
 
 from __future__ import annotations
 
 import time
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import sessionmaker
 
 from rundb.schema import SCHEMA_VERSION, Base, Generation, Round, SchemaInfo, SiteMetric, Study
@@ -23,7 +24,10 @@ class RunDatabase:
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
         with self.session.begin() as s:
-            if s.get(SchemaInfo, SCHEMA_VERSION) is None:
+            versions = set(s.scalars(select(SchemaInfo.version)))
+            if 1 in versions and 2 not in versions:  # a run database from before studies.status_reason
+                s.execute(text("ALTER TABLE studies ADD COLUMN status_reason VARCHAR(500) NOT NULL DEFAULT ''"))
+            if SCHEMA_VERSION not in versions:
                 s.add(SchemaInfo(version=SCHEMA_VERSION))
 
     def start_study(self, name: str, preset: str, config: dict, total_rounds: int) -> int:

@@ -183,3 +183,22 @@ def test_thirty_wrong_passwords_in_the_app_are_stopped_after_a_few(seeded_db):
         messages.append(at.error[0].value if at.error else "")
     assert messages[0] == "Wrong password."
     assert sum(m == "Wrong password." for m in messages) <= 5 and "Too many failed sign-ins" in messages[-1]
+
+
+def test_a_run_database_of_schema_1_is_brought_up_to_date_by_the_writer(tmp_path, monkeypatch):
+    from rundb.writer import RunDatabase
+
+    path = tmp_path / "old.db"
+    seed_study(str(path), rounds=3, sites=2)
+    with sqlite3.connect(path) as c:  # what a database written before studies.status_reason looks like
+        c.execute("alter table studies drop column status_reason")
+        c.execute("update schema_info set version = 1")
+    db = RunDatabase(str(path))
+    db.update_study(1, status="interrupted", status_reason="stopped by SIGTERM")
+    with sqlite3.connect(path) as c:
+        assert c.execute("select status_reason from studies").fetchall() == [("stopped by SIGTERM",)]
+        assert sorted(v for (v,) in c.execute("select version from schema_info")) == [1, 2]
+    monkeypatch.setenv("CARDIACFL_RUN_DB", str(path))
+    monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
+    at = _signed_in()
+    assert not at.exception and "stopped by SIGTERM" in _text(at)
