@@ -72,6 +72,8 @@ def test_a_toy_run_writes_utility_json_in_the_documented_schema(tmp_path):
     assert {r["eval"] for r in rows} == {"pooled", "hospital-1", "hospital-2", "hospital-3"}
     for row in rows:
         assert len(row["auroc_ci"]) == 2 and row["seconds"] >= 0
-        aligned = row["encoder"] == "cmr-aligned"
-        assert (row["retrieval_chance"] is not None) == aligned and (row["ssim_mean_clip"] is not None) == aligned
+        if row["encoder"] == "ecg-only":  # no CMR side, no generator
+            assert row["retrieval_chance"] is None and row["ssim"] is None
+        elif row["eval"] == "pooled":  # a toy hospital's test split may hold fewer than 2 pairs
+            assert row["retrieval_chance"] > 0 and row["ssim_mean_clip"] > 0
     assert (tmp_path / "out" / "utility.png").stat().st_size > 10_000
