@@ -83,11 +83,11 @@ class Processes:
                 process.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 _signal_group(process.pid, signal.SIGKILL)
-        while time.time() < deadline and any(_alive(pid) for _, tree in trees for pid in tree[1:]):
+        while time.time() < deadline and any(is_alive(pid) for _, tree in trees for pid in tree[1:]):
             time.sleep(0.1)
         for _, tree in trees:
             for pid in tree[1:]:
-                if _alive(pid):
+                if is_alive(pid):
                     _signal(pid, signal.SIGKILL)
         self.running.clear()
 
@@ -101,7 +101,7 @@ class Processes:
                 except OSError:
                     pass
             return False
-        return not _alive(self.serverapp)
+        return not is_alive(self.serverapp)
 
     def check(self, warn: Callable[[str], None] = print) -> None:
         """The SuperLink is required; a site that exits is a dropout the study may survive (SecAgg+ threshold)."""
@@ -132,7 +132,7 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):

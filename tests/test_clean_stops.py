@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
+from cardiacfl.deployment import is_alive
 from rundb.schema import Round, Study
 
 STUDY = """
@@ -34,32 +35,16 @@ local_epochs = 1
 
 
 def _children(pid: int) -> dict[int, str]:
-    """Every live descendant of `pid` with its command line (read from /proc)."""
-    parents, commands = {}, {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError, IndexError):
-                pass
-    found, frontier = {}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = commands.get(child, "")
-                frontier.append(child)
-    return found
+    """Every live descendant of `pid` with its command line."""
+    from cardiacfl.deployment import descendants
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, FileNotFoundError):
-        return False
+    commands = {}
+    for child in descendants(pid):
+        try:
+            commands[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            pass
+    return commands
 
 
 def _start(tmp_path, tiny_cohort_template, study=STUDY):
@@ -101,7 +86,7 @@ def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp
         cli.send_signal(signal.SIGTERM)
         cli.wait(timeout=60)
         time.sleep(1)
-        assert [f"{p}: {c}" for p, c in started.items() if _alive(p)] == []
+        assert [f"{p}: {c}" for p, c in started.items() if is_alive(p)] == []  # nothing it started survives
         study = _study(tmp_path / "run" / "study.db")
         assert study.status == "interrupted" and "SIGTERM" in study.status_reason
     finally:
