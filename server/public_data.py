@@ -7,8 +7,8 @@ by private fine-tuning. No site data is involved, so no privacy budget is spent 
 Fine-tuning keeps the epoch with the lowest loss on the public data's own validation split (early stopping): a
 linear head fitted to a few hundred people overshoots, and the sites' few DP steps cannot pull it back.
 
-Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data, the settings and the model it
-started from, so a resumed or repeated study does not train it again.
+Each phase's result is cached in `out/public-<phase>.pt`, keyed by the data, the settings, the model it started
+from and the training code, so a resumed or repeated study does not train it again.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
     # The result depends on the data, the settings and the model it starts from.
     incoming = hashlib.sha256(b"".join(array.tobytes() for array in numpy_state(model).values())).hexdigest()
     digest = hashlib.sha256(f"{data_hash(sites)}|{model.config.to_dict()}|{seed}|{public.lr}|{public.batch_size}|"
-                            f"{phase}:{epochs}|{incoming}".encode()).hexdigest()[:16]
+                            f"{phase}:{epochs}|{incoming}|{training_code_hash()}".encode()).hexdigest()[:16]
     path = out / f"public-{phase}.pt"
     data = labelled_fraction(train, 1.0) if phase == "finetune" else train
     stored, meta = load_checkpoint(path) if path.is_file() else (None, {})
@@ -93,6 +93,12 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
     log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data), done.seconds,
              " (cached)" if cached else "")
     return done
+
+
+def training_code_hash() -> str:
+    """The model and training code the cached result came from: a changed loop or loss must not reuse it."""
+    sources = sorted(Path(__file__).resolve().parents[1].glob("shared_models/*.py")) + [Path(__file__).resolve()]
+    return hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
 
 
 def _finetune_with_early_stopping(model: CardiacNets, loader: DataLoader, validation, options: TrainOptions):

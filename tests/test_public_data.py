@@ -58,7 +58,24 @@ def test_public_pretraining_spreads_embeddings_retrieves_above_chance_and_is_cac
     assert not train_on_public_data(other, public, sites, "generator", out, seed=0).cached
 
 
-def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretrained):
+def test_changed_training_code_does_not_reuse_the_cache(pretrained, monkeypatch):
+    import server.public_data
+
+    public, out = pretrained[0], pretrained[1]
+    sites = public_sites(public)
+    torch.manual_seed(0)
+    assert train_on_public_data(build_model("tiny"), public, sites, "pretrain", out, seed=0).cached
+    monkeypatch.setattr(server.public_data, "training_code_hash", lambda: "another-version")  # e.g. a new loss
+    torch.manual_seed(0)
+    assert not train_on_public_data(build_model("tiny"), public, sites, "pretrain", out, seed=0).cached
+
+
+def test_a_dp_site_round_aligns_the_ecg_side_only_and_keeps_the_spread(pretrained, monkeypatch):
+    import client.privacy
+
+    # The site's noise comes from os.urandom by design; a seeded source keeps this check about structure, not luck.
+    monkeypatch.setattr(client.privacy, "entropy_generator", lambda: torch.Generator().manual_seed(7))
+    torch.manual_seed(0)
     public, model = pretrained[0], copy.deepcopy(pretrained[4])
     site = pooled(load_sites(public.sites[1]), "train")
     cmr_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("cmr_encoder", "cmr_projection"))}
