@@ -32,3 +32,13 @@ def tiny_cohort(tiny_cohort_template, tmp_path) -> Path:
     target = tmp_path / "cohort"
     shutil.copytree(tiny_cohort_template, target)
     return target
+
+
+@pytest.fixture
+def tiny_dp_study():
+    """study.toml text for the tiny cohort's 3 sites (copied to `cohort/` beside it): DP fine-tuning, no SecAgg+."""
+    def text(name: str, rounds: int) -> str:
+        sites = ", ".join(f'"cohort/site_configs/hospital-{s}.toml"' for s in "abc")
+        return (f'[study]\nname = "{name}"\npreset = "tiny"\nsites = [{sites}]\ndp = true\n\n'
+                f'[secagg]\nenabled = false\n\n[[phase]]\nname = "finetune"\nrounds = {rounds}\nlocal_epochs = 1\n')
+    return text

@@ -17,23 +17,6 @@ from sqlalchemy.orm import Session
 from cardiacfl.deployment import is_alive
 from rundb.schema import Round, Study
 
-STUDY = """
-[study]
-name = "stops"
-preset = "tiny"
-sites = ["cohort/site_configs/hospital-a.toml", "cohort/site_configs/hospital-b.toml", "cohort/site_configs/hospital-c.toml"]
-dp = true
-
-[secagg]
-enabled = false
-
-[[phase]]
-name = "finetune"
-rounds = 30
-local_epochs = 1
-"""
-
-
 def _children(pid: int) -> dict[int, str]:
     """Every live descendant of `pid` with its command line."""
     from cardiacfl.deployment import descendants
@@ -47,7 +30,7 @@ def _children(pid: int) -> dict[int, str]:
     return commands
 
 
-def _start(tmp_path, tiny_cohort_template, study=STUDY):
+def _start(tmp_path, tiny_cohort_template, study):
     shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
     (tmp_path / "study.toml").write_text(study)
     cli = subprocess.Popen([sys.executable, "-m", "cardiacfl.cli", "study", "run", "--study", str(tmp_path / "study.toml"),
@@ -77,8 +60,8 @@ def _study(db: Path) -> Study:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp_path, tiny_cohort_template):
-    cli = _start(tmp_path, tiny_cohort_template)
+def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp_path, tiny_cohort_template, tiny_dp_study):
+    cli = _start(tmp_path, tiny_cohort_template, tiny_dp_study("stops", rounds=30))
     try:
         _wait_for_round(tmp_path / "run" / "study.db", cli)
         started = _children(cli.pid)
@@ -95,8 +78,8 @@ def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp
 
 
 @pytest.mark.slow
-def test_a_killed_serverapp_is_noticed_and_the_study_marked_failed(tmp_path, tiny_cohort_template):
-    cli = _start(tmp_path, tiny_cohort_template)
+def test_a_killed_serverapp_is_noticed_and_the_study_marked_failed(tmp_path, tiny_cohort_template, tiny_dp_study):
+    cli = _start(tmp_path, tiny_cohort_template, tiny_dp_study("stops", rounds=30))
     try:
         _wait_for_round(tmp_path / "run" / "study.db", cli)
         serverapps = [p for p, c in _children(cli.pid).items() if "flwr-serverapp" in c]
@@ -137,8 +120,8 @@ def _ledger_rounds(root: Path) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow
-def test_resume_goes_on_from_the_last_round_in_the_same_study_row(tmp_path, tiny_cohort_template):
-    short = STUDY.replace("rounds = 30", "rounds = 4")
+def test_resume_goes_on_from_the_last_round_in_the_same_study_row(tmp_path, tiny_cohort_template, tiny_dp_study):
+    short = tiny_dp_study("stops", rounds=4)
     reference = tmp_path / "uninterrupted"
     reference.mkdir()
     shutil.copytree(tiny_cohort_template, reference / "cohort")

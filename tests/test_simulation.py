@@ -11,23 +11,6 @@ from shared_models.simulated_site import site_config_for_partition
 from rundb.schema import Round, SiteMetric, Study
 from server.study_config import load_study_config
 
-STUDY = """
-[study]
-name = "engines"
-preset = "tiny"
-sites = ["cohort/site_configs/hospital-a.toml", "cohort/site_configs/hospital-b.toml", "cohort/site_configs/hospital-c.toml"]
-dp = true
-
-[secagg]
-enabled = false
-
-[[phase]]
-name = "finetune"
-rounds = 2
-local_epochs = 1
-"""
-
-
 def test_a_virtual_site_is_the_partition_th_listed_config_and_a_real_site_keeps_its_own():
     listed = {"simulation-site-configs": "/a.toml,/b.toml"}
     assert site_config_for_partition({"partition-id": 1, "num-partitions": 2}, listed) == "/b.toml"
@@ -46,19 +29,21 @@ def _rows(db):
         return study.status, rounds, epsilon
 
 
-def _study(root, tiny_cohort_template):
+def _study(root, tiny_cohort_template, text):
     shutil.copytree(tiny_cohort_template, root / "cohort")  # own ledgers: each engine's sites start at ε 0
-    (root / "study.toml").write_text(STUDY)
+    (root / "study.toml").write_text(text)
     return load_study_config(root / "study.toml")
 
 
 @pytest.mark.slow
-def test_deployment_and_simulation_write_the_same_rounds_participants_and_epsilon(tmp_path, tiny_cohort_template):
+def test_deployment_and_simulation_write_the_same_rounds_participants_and_epsilon(tmp_path, tiny_cohort_template,
+                                                                                 tiny_dp_study):
     from cardiacfl.deployment import run_study
     from cardiacfl.simulation import simulate_study
 
-    deployed = run_study(_study(tmp_path / "deployed", tiny_cohort_template), tmp_path / "deployed" / "run")
-    simulated = simulate_study(_study(tmp_path / "simulated", tiny_cohort_template), tmp_path / "simulated" / "run")
+    text = tiny_dp_study("engines", rounds=2)
+    deployed = run_study(_study(tmp_path / "deployed", tiny_cohort_template, text), tmp_path / "deployed" / "run")
+    simulated = simulate_study(_study(tmp_path / "simulated", tiny_cohort_template, text), tmp_path / "simulated" / "run")
     status, rounds, epsilon = _rows(deployed.db)
     assert status == "finished"
     assert [r[:2] for r in rounds] == [("finetune", 1), ("finetune", 2)]
