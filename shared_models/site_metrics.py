@@ -16,7 +16,7 @@ class MetricKey(StrEnum):
     ROUND = "round"
     DECLINED = "declined"  # 1 when the site refused the round
     REASON = "reason"  # why it declined, or why it had nothing to train
-    MODEL = "model"  # cross-site rows: whose model was scored on this site's data (simulation only)
+    MODEL = "scored_model"  # cross-site rows: whose model was scored on this site's data (simulation only)
     EXAMPLES = "examples"  # training samples this round (0 when declined)
     NUM_EXAMPLES = "num-examples"  # validation samples scored
     # training

@@ -107,7 +107,7 @@ def test_a_simulated_study_shows_the_full_cross_site_matrix(seeded_db):
     from rundb.writer import RunDatabase
 
     sites = ["hospital-00", "hospital-01", "hospital-02"]
-    RunDatabase(str(seeded_db)).add_site_metrics(1, [("finetune", 2, "cross", site, {"model": f"{owner} (local)", "loss": 0.5})
+    RunDatabase(str(seeded_db)).add_site_metrics(1, [("finetune", 2, "cross", site, {"scored_model": f"{owner} (local)", "loss": 0.5})
                                                      for owner in sites for site in sites])
     at = _signed_in()
     at.switch_page("views/sites.py").run()

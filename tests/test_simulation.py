@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from shared_models.simulated_site import site_config_for_partition
 from rundb.schema import Round, SiteMetric, Study
+from shared_models.site_metrics import MetricKey
 from server.study_config import load_study_config
 
 def test_a_virtual_site_is_the_partition_th_listed_config_and_a_real_site_keeps_its_own():
@@ -51,6 +52,6 @@ def test_deployment_and_simulation_write_the_same_rounds_participants_and_epsilo
     assert len(epsilon) == 6 and all(0 < e for e in epsilon.values())
     assert _rows(simulated.db) == (status, rounds, epsilon)
     with Session(create_engine(f"sqlite:///{simulated.db}")) as session:  # the lab holds all data: full matrix
-        cross = {(m.metrics["model"], m.site) for m in session.scalars(select(SiteMetric).where(SiteMetric.kind == "cross"))}
+        cross = {(m.metrics[MetricKey.MODEL], m.site) for m in session.scalars(select(SiteMetric).where(SiteMetric.kind == "cross"))}
     sites = ["hospital-a", "hospital-b", "hospital-c"]
     assert cross == {(f"{owner} (local)", site) for owner in sites for site in sites}

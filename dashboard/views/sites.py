@@ -47,7 +47,7 @@ if local in names:  # each site's own fine-tuned model, scored where it lives: o
     own = own.sort_values("round").groupby("site").tail(1)
     matrix = pd.concat([matrix, own.assign(model=own["site"] + " (local)").rename(columns={local: metric})
                         [["model", "site", metric]]])
-cross = data.site_metrics(url, study_id, "cross", (K.MODEL, metric)).dropna(subset=[metric])
+cross = data.site_metrics(url, study_id, "cross", (K.MODEL, metric)).dropna(subset=[metric]).rename(columns={K.MODEL: "model"})
 if not cross.empty:  # simulation: one party holds every site's data, so every local model meets every site
     matrix = pd.concat([matrix[matrix["model"] == "global"], cross[["model", "site", metric]]])
 st.altair_chart(alt.Chart(matrix).mark_rect().encode(
