@@ -53,7 +53,6 @@ from sitedata.site_data import PreparedSite, prepare_site  # noqa: E402
 ROW_KEYS = ("setting", "epsilon", "encoder", "eval", "auroc_mean", "auroc_ci", "r2_mean", K.RETRIEVAL_TOP1,
             K.RETRIEVAL_CHANCE, "ssim", "ssim_mean_clip", "ef_mae", "ef_mae_mean_clip", "seconds")
 ENCODERS = ("ecg-only", "cmr-aligned")
-STATE_ENTRIES = {".cardiacfl-state", ".cardiacfl-ledger-copy", ".cache"}  # a site's ledgers and cache
 
 
 @dataclass
@@ -219,8 +218,9 @@ def arm_site_config(path: Path, root: Path, epsilon: float | None) -> Path:
     config = load_site_config(path)
     site_dir = root / config.site_id
     site_dir.mkdir(parents=True)
+    own_state = {own.resolve() for own in (config.state_dir, config.ledger_copy_path.parent, config.cache_dir)}
     for entry in config.data_root.iterdir():
-        if entry.name not in STATE_ENTRIES:
+        if entry.resolve() not in own_state:
             (site_dir / entry.name).symlink_to(entry)
     raw = tomllib.loads(path.read_text())
     raw["site"].update(data_root=str(site_dir), manifest=str(config.manifest), cache_dir=str(config.cache_dir))

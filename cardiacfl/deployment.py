@@ -33,6 +33,21 @@ class StudyPaths:
     logs: Path
     flwr_home: Path
 
+    @classmethod
+    def under(cls, work: Path) -> StudyPaths:
+        work = work.resolve()  # Flower's connection config wants absolute paths
+        return cls(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
+                   flwr_home=work / "flwr-home")
+
+
+def study_run_config(study: StudyConfig, paths: StudyPaths, reference_panel: Path | None, *, resume: bool = False,
+                     site_nodes: dict[str, int] | None = None, extra: str = "") -> str:
+    """The ServerApp's run config (`flwr run --run-config`), as both engines pass it."""
+    nodes = ",".join(f"{site}={node}" for site, node in (site_nodes or {}).items())
+    return (f'study-config="{study.path.resolve()}" run-db="{paths.db}" out-dir="{paths.checkpoints}" '
+            f'reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
+            f'resume="{str(resume).lower()}" site-nodes="{nodes}" {extra}').strip()
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -157,13 +172,11 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
               status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
     from sitedata.site_config import load_site_config
 
-    work = work.resolve()  # Flower's connection config wants absolute paths
-    paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
-                       flwr_home=work / "flwr-home")
+    paths = StudyPaths.under(work)
     sites = {load_site_config(p).site_id: p for p in study.sites}
     if len(sites) < 2:
         raise ValueError(f"{study.path}: study.sites lists {len(sites)} site(s); a federated study needs at least 2")
-    pki = provision(work / "pki", list(sites))
+    pki = provision(paths.work / "pki", list(sites))
     env = flower_environment(paths.flwr_home)
     port = free_port()  # flwr 1.41 serves the Fleet, Control and Runtime APIs on this one port: loopback only
     fleet_port = free_port()  # the Fleet gateway: the only port a site connects to
@@ -191,9 +204,7 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
                                                   "--node-config", f'site-config="{Path(config).resolve()}"'],
                             env, paths.logs / f"supernode-{site}.log")
             status(f"started SuperNode for {site}")
-        run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
-                      f'out-dir="{paths.checkpoints.resolve()}" reference-panel="{reference_panel.resolve() if reference_panel else ""}" '
-                      f'resume="{str(resume).lower()}" site-nodes="{",".join(f"{k}={v}" for k, v in site_nodes.items())}"')
+        run_config = study_run_config(study, paths, reference_panel, resume=resume, site_nodes=site_nodes)
         resumed = resumable_study(paths.db, study.name) if resume else None
         submitted = time.time()
         run_id = submit(run_config, env)

@@ -17,7 +17,7 @@ from typing import Callable
 
 from cardiacfl.cross_site import MAX_SITES, fill_cross_site_matrix
 from cardiacfl.deployment import (Processes, StudyPaths, _bin, _study_started_after, _wait_for_port, flower_environment,
-                                  follow_study, free_port, submit)
+                                  follow_study, free_port, study_run_config, submit)
 from shared_models.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
 
@@ -26,9 +26,7 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
                    reference_panel: Path | None = None, cpus_per_site: int = 1,
                    status: Callable[[str], None] = print, progress: Callable[[dict], None] | None = None) -> StudyPaths:
     """Run `study` with one virtual SuperNode per site config (the study's own sites unless given)."""
-    work = work.resolve()
-    paths = StudyPaths(work=work, db=work / "study.db", checkpoints=work / "checkpoints", logs=work / "logs",
-                       flwr_home=work / "flwr-home")
+    paths = StudyPaths.under(work)
     configs = [Path(p).resolve() for p in (site_configs or study.sites)]
     if len(configs) < 2:
         raise ValueError(f"a federated study needs at least 2 sites, got {len(configs)}")
@@ -48,10 +46,8 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
                         env, paths.logs / "superlink.log")
         _wait_for_port(port, processes)
         status(f"simulation SuperLink on 127.0.0.1:{port}; {len(configs)} virtual sites, {cpus_per_site} CPU each")
-        run_config = (f'study-config="{study.path.resolve()}" run-db="{paths.db.resolve()}" '
-                      f'out-dir="{paths.checkpoints.resolve()}" '
-                      f'reference-panel="{reference_panel.resolve() if reference_panel else ""}" resume="false" '
-                      f'site-nodes="" {SITE_CONFIGS_KEY}="{",".join(str(p) for p in configs)}"')
+        run_config = study_run_config(study, paths, reference_panel,
+                                      extra=f'{SITE_CONFIGS_KEY}="{",".join(str(p) for p in configs)}"')
         federation = f"num-supernodes={len(configs)} client-resources-num-cpus={cpus_per_site}"
         submitted = time.time()
         run_id = submit(run_config, env, federation_config=federation)

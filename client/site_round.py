@@ -167,12 +167,15 @@ def local_model_path(config: SiteConfig) -> Path:
     return config.cache_dir / "local-model" / "finetune.pt"
 
 
+def releasable_scores(model: CardiacNets, config: SiteConfig, validation: SiteDataset, rc: RoundConfig) -> dict[str, float]:
+    """A model's metrics on the site's validation split, only those the release rule lets leave the site."""
+    result = evaluate(model, DataLoader(validation, batch_size=64), rc.phase, device=config.training.device, seed=rc.seed)
+    return releasable(result, validation.subjects, config.privacy.min_eval_count)
+
+
 def local_model_scores(config: SiteConfig, validation: SiteDataset, rc: RoundConfig) -> dict[str, float]:
-    """The site's own fine-tuned model on its own validation split, as `local/<metric>`, under the same release
-    rule as every other metric (the model itself is never sent)."""
-    model, _ = load_checkpoint(local_model_path(config))
-    result = evaluate(model, DataLoader(validation, batch_size=64), "finetune", device=config.training.device, seed=rc.seed)
-    result = releasable(result, validation.subjects, config.privacy.min_eval_count)
+    """The site's own fine-tuned model on its own validation split, as `local/<metric>` (the model is never sent)."""
+    result = releasable_scores(load_checkpoint(local_model_path(config))[0], config, validation, rc)
     return {local_key(k): float(result[k]) for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2) if k in result}
 
 
@@ -181,8 +184,7 @@ def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray],
     config, site = _site(str(site_config), rc.preset)
     model = _model(rc.preset, global_state)
     validation = SiteDataset(site, "val")
-    result = evaluate(model, DataLoader(validation, batch_size=64), rc.phase, device=config.training.device, seed=rc.seed)
-    result = releasable(result, validation.subjects, config.privacy.min_eval_count)
+    result = releasable_scores(model, config, validation, rc)
     examples = int(result.pop(K.NUM_EXAMPLES))
     loss = result[K.LOSS]
     metrics = {k: float(v) for k, v in result.items()} | {K.SITE: config.site_id, K.PHASE: rc.phase}

@@ -22,17 +22,15 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 app = ServerApp()
 
 
-def enrolled_sites(run_config) -> list[str]:
+def enrolled_sites(node_sites: dict[int, str], run_config) -> list[str]:
     """The sites this study expects, so the dashboard can show one that never reported: the registered sites'
     names, or in simulation the site configs' ids (the lab holds those); empty without either."""
-    from shared_models.simulated_site import SITE_CONFIGS_KEY
+    from shared_models.simulated_site import simulated_site_configs
     from sitedata.site_config import load_site_config
 
-    registered = parse_site_nodes(str(run_config.get("site-nodes", "")))
-    if registered:
-        return sorted(set(registered.values()))
-    listed = [p for p in str(run_config.get(SITE_CONFIGS_KEY, "")).split(",") if p]
-    return sorted(load_site_config(p).site_id for p in listed)
+    if node_sites:
+        return sorted(set(node_sites.values()))
+    return sorted(load_site_config(p).site_id for p in simulated_site_configs(run_config))
 
 
 def strategy_path(checkpoint: Path) -> Path:
@@ -74,12 +72,13 @@ def main(grid: Grid, context: Context) -> None:
     model = build_model(study.preset)
     public = study.public_data
     resume = str(run_config.get("resume", "false")).lower() == "true"
+    node_sites = parse_site_nodes(str(run_config.get("site-nodes", "")))
     study_id = db.resumable_study(study.name) if resume else None
     if study_id is None:
         study_id = db.start_study(study.name, study.preset, {"phases": [p.__dict__ for p in study.phases],
                                                              "secagg": study.secagg.__dict__, "dp": study.dp,
                                                              "public_data": _public_summary(public),
-                                                             "sites": enrolled_sites(run_config)},
+                                                             "sites": enrolled_sites(node_sites, run_config)},
                                   total_rounds=sum(p.rounds for p in study.phases))
     else:
         db.note_resume(study_id, "resumed")
@@ -104,7 +103,7 @@ def main(grid: Grid, context: Context) -> None:
         if phase == "generator":
             record_generations(db, study_id, name, 0, model, panel, seed=study.seed)
 
-    recorder = StudyRecorder(db, study_id, study, node_sites=parse_site_nodes(str(run_config.get("site-nodes", ""))))
+    recorder = StudyRecorder(db, study_id, study, node_sites=node_sites)
 
     def on_round_end(phase: str, server_round: int, global_state: dict, strategy_state: dict) -> str:
         load_numpy_state(model, global_state)

@@ -93,8 +93,7 @@ class StudyRounds:
 
     def strategy_state(self) -> dict[str, np.ndarray]:
         """What a resumed phase needs besides the weights: FedAdam/FedYogi moments (none for FedAvg/FedProx)."""
-        moments = {f"{name}.{i}": array for name in ("m_t", "v_t") for i, array in enumerate(getattr(self, name, None) or [])}
-        return moments
+        return {f"{name}.{i}": array for name in ("m_t", "v_t") for i, array in enumerate(getattr(self, name, None) or [])}
 
     def restore_strategy_state(self, state: dict[str, np.ndarray]) -> None:
         for name in ("m_t", "v_t"):

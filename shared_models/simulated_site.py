@@ -6,9 +6,14 @@ from __future__ import annotations
 SITE_CONFIGS_KEY = "simulation-site-configs"
 
 
+def simulated_site_configs(run_config: dict) -> list[str]:
+    """The run's site configs, one per partition (empty outside `study simulate`)."""
+    return [p for p in str(run_config.get(SITE_CONFIGS_KEY, "")).split(",") if p]
+
+
 def site_config_for_partition(node_config: dict, run_config: dict) -> str | None:
     """The site config of a virtual site: the `partition-id`-th of the run's simulation site configs."""
-    listed = [p for p in str(run_config.get(SITE_CONFIGS_KEY, "")).split(",") if p]
+    listed = simulated_site_configs(run_config)
     if "partition-id" not in node_config or not listed:
         return None
     partition = int(node_config["partition-id"])
