@@ -4,7 +4,7 @@ local compute per round and the peak memory of all study processes together.
 
     .venv/bin/python benchmarks/bench_rounds.py [--sites 3 5] [--rounds 3] [--preset small]
 
-Each configuration is a one-phase study (linear-probe fine-tuning without DP: sub-second local compute) on a
+Each configuration is a one-phase DP study (linear-probe fine-tuning: about a second of local compute) on a
 small synthetic cohort written for the benchmark. Round time = configure_fit -> aggregated (run database).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -55,7 +56,7 @@ def study_toml(path: Path, sites: list[Path], secagg: bool, rounds: int, preset:
 name = "bench-{'secagg' if secagg else 'plain'}-{len(sites)}"
 preset = "{preset}"
 sites = [{site_list}]
-dp = false
+dp = true
 
 [secagg]
 enabled = {str(secagg).lower()}
@@ -91,17 +92,21 @@ def run_config(work: Path, study: Path) -> dict:
     with Session(open_readonly(str(work / "study.db"))) as s:
         rounds = list(s.scalars(select(Round.seconds).order_by(Round.server_round)))
         fits = s.execute(select(SiteMetric.server_round, *(SiteMetric.metrics[k].as_float() for k in
-                                                            (K.SECONDS, K.STARTUP_S, K.IMPORT_S, K.PREPARE_S)))
+                                                            (K.SECONDS, K.STARTUP_S, K.WORK_S, K.PREPARE_S)))
                          .where(SiteMetric.kind == "fit")).all()
-    compute, startup, imports, prepare = {}, [], [], []
-    for server_round, seconds, start_s, import_s, prep_s in fits:
+    compute, site_time, startup, work, prepare = {}, {}, [], [], []
+    for server_round, seconds, start_s, work_s, prep_s in fits:
         compute[server_round] = max(compute.get(server_round, 0.0), seconds or 0.0)
+        # the training message at the slowest site: ClientApp start + the site's whole work
+        site_time[server_round] = max(site_time.get(server_round, 0.0), (start_s or 0.0) + (work_s or 0.0))
         startup.append(start_s or 0.0)
-        imports.append(import_s or 0.0)
+        work.append(work_s or 0.0)
         prepare.append(prep_s or 0.0)
-    return {"round_s": rounds, "slowest_compute_s": [compute.get(i + 1, 0.0) for i in range(len(rounds))],
+    n = len(rounds)
+    return {"round_s": rounds, "slowest_compute_s": [compute.get(i + 1, 0.0) for i in range(n)],
+            "slowest_site_s": [site_time.get(i + 1, 0.0) for i in range(n)],
             "peak_rss_gib": peak[0] / 2 ** 30, "wall_s": wall,
-            K.STARTUP_S: sum(startup) / max(len(startup), 1), K.IMPORT_S: sum(imports) / max(len(imports), 1),
+            K.STARTUP_S: sum(startup) / max(len(startup), 1), K.WORK_S: sum(work) / max(len(work), 1),
             K.PREPARE_S: sum(prepare) / max(len(prepare), 1)}
 
 
@@ -110,6 +115,7 @@ def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=[3, 5])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the studies' work folders (logs, run DBs) here")
     args = parser.parse_args()
     from synthetic.cohort import generate_cohort
 
@@ -124,16 +130,21 @@ def main() -> None:
         for n in args.sites:
             for secagg in (False, True):
                 study = tmp / f"study-{n}-{secagg}.toml"
-                study_toml(study, configs[:n], secagg, args.rounds, args.preset)
-                r = run_config(tmp / f"work-{n}-{secagg}", study)
+                # A fresh copy of the cohort for every configuration: each site's privacy ledger is for life.
+                cohort = shutil.copytree(tmp / "cohort", tmp / f"cohort-{n}-{secagg}")
+                study_toml(study, [cohort / c.relative_to(tmp / "cohort") for c in configs[:n]], secagg, args.rounds, args.preset)
+                r = run_config((args.keep or tmp) / f"work-{n}-{secagg}", study)
                 results[(n, secagg)] = r
                 rounds = r["round_s"][1:] or r["round_s"]  # the first round also pays for start-up
                 mean = sum(rounds) / len(rounds)
                 print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
                       f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
-                print(f"      in the training message, per site (mean): process start -> handler {r[K.STARTUP_S]:.1f} s, "
-                      f"torch + model code imports {r[K.IMPORT_S]:.1f} s, site data + model {r[K.PREPARE_S]:.1f} s; the rest of a round is Flower's message "
-                      f"routing and its two hard-coded 3 s polls (SuperNode pull, ServerApp grid pull)", flush=True)
+                later = slice(1, None) if len(r["round_s"]) > 1 else slice(None)
+                routing = [t - site for t, site in zip(r["round_s"][later], r["slowest_site_s"][later])]
+                print(f"      training message, per site (mean): ClientApp process start -> handler {r[K.STARTUP_S]:.1f} s, "
+                      f"the site's work {r[K.WORK_S]:.1f} s (of it: set-up {r[K.PREPARE_S]:.1f} s); Flower's routing "
+                      f"(round minus the slowest site's ClientApp start + work) {sum(routing) / len(routing):.1f} s per round",
+                      flush=True)
             plain = results[(n, False)]["round_s"][1:] or results[(n, False)]["round_s"]
             secure = results[(n, True)]["round_s"][1:] or results[(n, True)]["round_s"]
             print(f"{n} sites: SecAgg+ / plain round time = {(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}")

@@ -59,8 +59,23 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(REPO),
+               FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.2",  # default 1 s: paid by every message of a round
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))  # Flower starts its own helpers
     return env
+
+
+def threads_per_site(sites_on_this_host: int) -> int:
+    """torch threads per site worker: the cores shared out (more threads than cores slows every site down)."""
+    return max(1, (os.cpu_count() or 1) // sites_on_this_host)
+
+
+def site_node_command(site_config: Path, *, supernode_args: list[str], threads: int | None = None,
+                      worker: bool = True) -> list[str]:
+    """A hospital's node: the SuperNode with its warm worker (client/site_node.py)."""
+    command = [sys.executable, "-m", "client.site_node", "--site-config", str(site_config.resolve())]
+    command += ["--threads", str(threads)] if threads else []
+    command += [] if worker else ["--no-worker"]
+    return command + ["--", *supernode_args]
 
 
 def _bin(name: str) -> str:
@@ -199,11 +214,11 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
             kit = pki["kits"][site]
             auth = ["--insecure"] if insecure else ["--root-certificates", str(kit / "ca.crt"),
                                                     "--auth-supernode-private-key", str(kit / f"{site}.key")]
-            processes.start(f"supernode {site}", [_bin("flower-supernode"), "--superlink", f"127.0.0.1:{fleet_port}",
-                                                  "--port", str(free_port()), *auth,
-                                                  "--node-config", f'site-config="{Path(config).resolve()}"'],
+            processes.start(f"supernode {site}", site_node_command(Path(config), threads=threads_per_site(len(sites)),
+                                                                  supernode_args=["--superlink", f"127.0.0.1:{fleet_port}",
+                                                                                  "--port", str(free_port()), *auth]),
                             env, paths.logs / f"supernode-{site}.log")
-            status(f"started SuperNode for {site}")
+            status(f"started SuperNode and warm worker for {site}")
         run_config = study_run_config(study, paths, reference_panel, resume=resume, site_nodes=site_nodes)
         resumed = resumable_study(paths.db, study.name) if resume else None
         submitted = time.time()

@@ -1,24 +1,29 @@
 """Flower ClientApp: one hospital. It only converts between Flower messages and `client.site_round`
-(which holds the training and evaluation); heavy libraries are imported inside the handlers, because every
-message starts a fresh ClientApp process and the SecAgg+ stages need none of them.
+(which holds the training and evaluation). Flower starts a fresh ClientApp process for every message, so this one
+stays thin (flwr + numpy): where the SuperNode runs with the site's warm worker (client/site_node.py), the round
+is handed to that worker, which already holds torch, the model code and the site's data; otherwise (simulation,
+`--no-worker`) the heavy modules are imported here, inside the handlers.
 
-Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"` (in simulation, from
-the partition id: shared_models/simulated_site.py).
+Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"` and, with a
+worker, `site-worker="<its folder>"` (in simulation, from the partition id: shared_models/simulated_site.py).
 Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metrics only.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
+from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
 from shared_models.simulated_site import site_config_for_partition
 from shared_models.round_contract import RoundConfig
 from shared_models import mask_prg
 from shared_models.site_metrics import MetricKey
+from shared_models.wire import pack
 
 # ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
 mask_prg.install(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
@@ -38,34 +43,29 @@ def _seconds_since_process_start() -> float:
 
 
 class SiteClient(NumPyClient):
-    def __init__(self, site_config: str):
+    def __init__(self, site_config: str, worker: WorkerAddress | None, run_id: int):
         self.site_config = site_config
+        self.worker = worker
+        self.run_id = run_id
+
+    def _work(self, op: str, parameters: list, config) -> tuple:
+        rc = RoundConfig.from_record(dict(config))
+        if self.worker is not None:
+            return call(self.worker, {"op": op, "run": self.run_id, "round": rc, "arrays": list(parameters)})
+        from client import site_round  # torch and the model code, in this process
+
+        return site_round.work(op, self.site_config, list(parameters), rc)
 
     def fit(self, parameters, config):
         startup = _seconds_since_process_start()
-        from client.site_round import train_round  # torch and the model code
-
-        imports = _seconds_since_process_start() - startup
-        rc = RoundConfig.from_record(dict(config))
-        arrays, metrics = train_round(self.site_config, _state(rc.preset, parameters), rc)
+        arrays, metrics = self._work("train", parameters, config)
         metrics[MetricKey.STARTUP_S] = startup
-        metrics[MetricKey.IMPORT_S] = imports
-        return arrays, 1, metrics  # weight 1: the arrays carry their own per-part example weights
+        metrics[MetricKey.WORK_S] = _seconds_since_process_start() - startup
+        # weight 1: the vector carries its own per-part example weights (shared_models/weighted_parts.py)
+        return pack(arrays), 1, metrics
 
     def evaluate(self, parameters, config):
-        from client.site_round import evaluate_round
-
-        rc = RoundConfig.from_record(dict(config))
-        return evaluate_round(self.site_config, _state(rc.preset, parameters), rc)
-
-
-def _state(preset: str, parameters: list) -> dict:
-    from shared_models.model_arrays import state_names
-
-    names = state_names(preset)
-    if len(names) != len(parameters):
-        raise ValueError(f"received {len(parameters)} arrays, the {preset!r} model has {len(names)}")
-    return dict(zip(names, parameters))
+        return self._work("evaluate", parameters, config)
 
 
 def client_fn(context: Context):
@@ -74,7 +74,8 @@ def client_fn(context: Context):
                                                                                        context.run_config)
     if not site_config:
         raise ValueError("SuperNode started without node config 'site-config' (the path to the site's TOML)")
-    return SiteClient(str(site_config)).to_client()
+    worker = context.node_config.get(NODE_CONFIG_KEY)
+    return SiteClient(str(site_config), WorkerAddress(Path(str(worker))) if worker else None, context.run_id).to_client()
 
 
 def secaggplus_when_asked(message: Message, context: Context, call_next):

@@ -26,7 +26,7 @@ from sitedata.site_dataset import SiteDataset
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
-from shared_models.model_arrays import load_numpy_state, numpy_state
+from shared_models.model_arrays import load_numpy_state, numpy_state, unpack_state
 from shared_models.round_contract import RoundConfig, parse_plan_text
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import local_key, plain
@@ -40,6 +40,11 @@ def _site(config_path: str, model_preset: str) -> tuple[SiteConfig, PreparedSite
     config = load_site_config(config_path)
     check_model_geometry(config, model_preset)
     return config, prepare_site(config)
+
+
+def forget_prepared_sites() -> None:
+    """Drop every site's prepared data held in this process (a warm worker does so when a new study starts)."""
+    _site.cache_clear()
 
 
 def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Dataset:
@@ -160,6 +165,13 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     if problem:
         return declined(f"this site's own update failed its checks ({problem}); not sent")
     return update, plain(metrics)
+
+
+def work(op: str, site_config: str | Path, packed_global: list[np.ndarray], rc: RoundConfig):
+    """One message's work from the global weights as they travel (shared_models/wire.py): 'train' or 'evaluate'.
+    The ClientApp calls it in its own process, or the site's warm worker does (client/site_worker.py)."""
+    global_state = unpack_state(packed_global, rc.preset)
+    return {"train": train_round, "evaluate": evaluate_round}[op](site_config, global_state, rc)
 
 
 def local_model_path(config: SiteConfig) -> Path:

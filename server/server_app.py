@@ -43,6 +43,15 @@ def parse_site_nodes(text: str) -> dict[int, str]:
     return {int(node): site.strip() for site, node in pairs}
 
 
+def install_grid_poll_cap() -> None:
+    """Pull the sites' replies every 0.5 s instead of every 3 s (shared_models/flower_timing.py)."""
+    import importlib
+
+    from shared_models import flower_timing
+
+    flower_timing.install_poll_cap(importlib.import_module("flwr.superlink.grid.http_grid"))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     import numpy as np
@@ -60,6 +69,7 @@ def main(grid: Grid, context: Context) -> None:
     from shared_models.model_arrays import load_numpy_state, numpy_state
     from shared_models.training import PHASES
 
+    install_grid_poll_cap()
     run_config = context.run_config
     study = load_study_config(str(run_config["study-config"]))
     db = RunDatabase(str(run_config.get("run-db", "runs/study.db")))

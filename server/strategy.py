@@ -20,7 +20,8 @@ from shared_models.round_contract import RoundConfig
 from shared_models.site_metrics import MetricKey as K
 from shared_models.site_metrics import weighted_mean_of_numbers
 from shared_models.update_checks import update_problem
-from shared_models.weighted_parts import decode_aggregate
+from shared_models.weighted_parts import decode_aggregate, update_shapes
+from shared_models.wire import pack, unpack
 
 
 def model_hash(state: dict[str, np.ndarray]) -> str:
@@ -79,7 +80,7 @@ class StudyRounds:
                  round_offset: int = 0, **kwargs):
         super().__init__(fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=plan.min_sites,
                          min_evaluate_clients=plan.min_sites, min_available_clients=plan.min_sites,
-                         initial_parameters=ndarrays_to_parameters(list(global_state.values())),
+                         initial_parameters=ndarrays_to_parameters(pack(list(global_state.values()))),
                          evaluate_metrics_aggregation_fn=weighted_mean_of_numbers, **kwargs)
         self.plan, self.recorder = plan, recorder
         self.global_state = dict(global_state)
@@ -139,19 +140,23 @@ class StudyRounds:
         server_round = self.phase_round(flower_round)  # what sites, the DB and FedAdam's bias correction count
         secagg = recorder.study.secagg.enabled
         # SecAgg+: one site's update is never seen; the aggregate is checked below instead
-        check = None if secagg else (lambda fit: update_problem(parameters_to_ndarrays(fit.parameters), self.global_state,
-                                                                 recorder.study.max_update_ratio))
+        shapes = update_shapes(self.global_state)
+        check = None if secagg else (lambda fit: self._update_problem(fit, shapes))
         accepted, rows, rejected, flags = self._screen(server_round, "fit", results, check)
         outcome = None
         if accepted:
             # Plain rounds: each result holds one site's encoded arrays. SecAgg+ rounds: every result holds the
             # same already-averaged arrays. Either way the uniform mean is the mean of the encodings.
-            encoded = [parameters_to_ndarrays(fit.parameters) for _, fit in accepted]
+            try:
+                encoded = [unpack(parameters_to_ndarrays(fit.parameters), shapes) for _, fit in accepted]
+            except ValueError as err:  # only a SecAgg+ aggregate gets here unchecked
+                encoded, outcome = [], f"not aggregated: the aggregate is not this model's update ({err})"
+        if accepted and outcome is None:
             mean = [np.mean([e[i] for e in encoded], axis=0) for i in range(len(encoded[0]))]
             problem = update_problem(mean, self.global_state, recorder.study.max_update_ratio) if secagg else None
             if problem:
                 outcome = f"not aggregated: the unmasked aggregate failed its checks ({problem}); the global model is unchanged"
-        else:
+        elif not accepted:
             outcome = "not aggregated: no acceptable update; the global model is unchanged"
         trained, declined = [], {}
         for (_, fit), (*_, site, metrics) in zip(accepted, rows):
@@ -168,17 +173,26 @@ class StudyRounds:
                                      participants=participants | {"outcome": outcome})
             return None, {}
         state, part_weights = decode_aggregate(mean, self.global_state)
-        averaged = ndarrays_to_parameters(list(state.values()))
+        averaged = ndarrays_to_parameters(pack(list(state.values())))
         for _, fit in accepted:
             fit.parameters, fit.num_examples = averaged, 1
         parameters, _ = super().aggregate_fit(server_round, accepted, failures)
-        self.global_state = dict(zip(self.global_state, parameters_to_ndarrays(parameters)))
+        self.global_state = dict(zip(self.global_state, unpack(parameters_to_ndarrays(parameters),
+                                                               [np.shape(v) for v in self.global_state.values()])))
         checkpoint = (recorder.on_round_end(phase, server_round, self.global_state, self.strategy_state())
                       if recorder.on_round_end else "")
         recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,
                                  participants=participants | {"part_weights": part_weights},
                                  model_hash=model_hash(self.global_state), checkpoint=checkpoint)
         return parameters, {"sites_trained": len(trained)}
+
+    def _update_problem(self, fit, shapes: list[tuple[int, ...]]) -> str | None:
+        """Why one site's reply cannot be averaged in (plain rounds), or None."""
+        try:
+            encoded = unpack(parameters_to_ndarrays(fit.parameters), shapes)
+        except ValueError as err:
+            return str(err)
+        return update_problem(encoded, self.global_state, self.recorder.study.max_update_ratio)
 
     def _screen(self, server_round: int, kind: str, results: list, check=None) -> tuple[list, list, dict, dict]:
         """Keep the replies that came from a registered site under its own name (and pass `check`), record

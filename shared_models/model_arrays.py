@@ -24,3 +24,18 @@ def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
 def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Module:
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     return model
+
+
+
+@cache
+def state_shapes(preset: str) -> tuple[tuple[int, ...], ...]:
+    from shared_models.cardiacnets import build_model
+
+    return tuple(tuple(v.shape) for v in build_model(preset).state_dict().values())
+
+
+def unpack_state(packed: list[np.ndarray], preset: str) -> dict[str, np.ndarray]:
+    """The global weights a Flower message carries (shared_models/wire.py), by name."""
+    from shared_models.wire import unpack
+
+    return dict(zip(state_names(preset), unpack(packed, list(state_shapes(preset)))))

@@ -25,7 +25,7 @@ class MetricKey(StrEnum):
     SECONDS = "seconds"
     PREPARE_S = "prepare_s"  # site data, model and DP set-up
     STARTUP_S = "startup_s"  # process start -> handler (interpreter, Flower, message decoding)
-    IMPORT_S = "import_s"  # torch and model-code imports
+    WORK_S = "work_s"  # handler -> reply ready: the site's whole work (in the warm worker, or imports + work in-process)
     # privacy: the site's own policy and lifetime ledger
     EPSILON = "epsilon"  # lifetime ε spent so far (cumulative over every round, phase and restart)
     TARGET_EPSILON = "target_epsilon"

@@ -30,6 +30,11 @@ def encode_update(state: dict[str, np.ndarray], examples: dict[str, int], scale:
     return arrays + [np.array([weight[p]], dtype=np.float32) for p in parts]
 
 
+def update_shapes(state: dict[str, np.ndarray]) -> list[tuple[int, ...]]:
+    """The shapes of an encoded update for a model with this state: its tensors, then one (1,) per part."""
+    return [tuple(np.shape(v)) for v in state.values()] + [(1,)] * len(model_parts(list(state)))
+
+
 def decode_aggregate(mean_arrays: list[np.ndarray], previous: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """(new global state, mean weight per part) from the plain mean of the sites' encoded arrays."""
     names, parts = list(previous), model_parts(list(previous))

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from shared_models.weighted_parts import decode_aggregate, encode_update
 
 ALLOWED_METRICS = {"site", "phase", "round", "declined", "reason", "noise_multiplier", "max_grad_norm", "delta",
-                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds", "startup_s", "import_s", "prepare_s"}
+                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds", "startup_s", "work_s", "prepare_s"}
 
 
 def test_part_weighted_average_counts_only_sites_that_trained_a_part():
@@ -29,15 +29,19 @@ def test_part_weighted_average_counts_only_sites_that_trained_a_part():
 def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physionet):
     from client.client_app import SiteClient
     from shared_models.cardiacnets import build_model
-    from shared_models.model_arrays import state_names
+    from shared_models.model_arrays import numpy_state, state_names
+    from shared_models.weighted_parts import update_shapes
+    from shared_models.wire import pack, unpack
 
     config = tiny_cohort / "site_configs" / "hospital-a.toml"
     model = build_model("tiny")
     parameters = [v.numpy() for v in model.state_dict().values()]
-    client = SiteClient(str(config))
+    client = SiteClient(str(config), None, run_id=1)
     round_config = {"study": "t", "phase": "finetune", "server_round": 1, "preset": "tiny",
                     "plan": "finetune:1:1", "local_epochs": 1, "dp": True, "max_site_examples": 1000}
-    arrays, weight, metrics = client.fit(parameters, round_config)
+    vector, weight, metrics = client.fit(pack(parameters), round_config)
+    assert len(vector) == 1 and vector[0].ndim == 1  # the wire format: one vector (shared_models/wire.py)
+    arrays = unpack(vector, update_shapes(numpy_state(model)))
     names = state_names("tiny")
     parts = sorted({n.split(".")[0] for n in names})
     assert weight == 1 and len(arrays) == len(names) + len(parts)
@@ -49,7 +53,7 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
     subject_ids = (tiny_cohort / "hospital-a" / "manifest.csv").read_text()
     assert not any(isinstance(v, str) and v and v in subject_ids for k, v in metrics.items() if k not in ("site", "phase", "reason"))
 
-    loss, examples, eval_metrics = client.evaluate(parameters, round_config)
+    loss, examples, eval_metrics = client.evaluate(pack(parameters), round_config)
     assert isinstance(loss, float) and examples >= 0
     assert all(isinstance(v, (int, float, str)) for v in eval_metrics.values())
     assert not any(k.startswith(("pred", "subject")) for k in eval_metrics)
@@ -119,6 +123,7 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
 
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
+    from shared_models.wire import pack
     from rundb.schema import Round, SiteMetric
     from rundb.writer import RunDatabase
     from server.strategy import StudyRecorder, make_strategy
@@ -132,7 +137,7 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
     strategy = make_strategy(PhasePlan(name="pretrain", strategy=name, proximal_mu=0.1, server_lr=0.1), recorder, previous)
     updates = [({"ecg_encoder.w": np.full(4, 1.0), "generator.w": np.ones(2)}, {"ecg_encoder": 100}, "hospital-a"),
                ({"ecg_encoder.w": np.full(4, 3.0), "generator.w": np.ones(2)}, {"ecg_encoder": 300}, "hospital-c")]
-    results = [(SimpleNamespace(node_id=i), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(encode_update(s, n, 1000)), 1,
+    results = [(SimpleNamespace(node_id=i), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(pack(encode_update(s, n, 1000))), 1,
                                                    {"site": site, "examples": sum(n.values()), "epsilon": 1.0}))
                for i, (s, n, site) in enumerate(updates)]
     strategy.round_started[1] = 0.0

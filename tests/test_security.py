@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+from shared_models.wire import pack
 from torch.utils.data import DataLoader
 
 from shared_models.round_contract import RoundConfig
@@ -87,7 +89,8 @@ def _strategy(tmp_path, *, secagg=False, node_sites=None, ratio=10.0):
     return strategy, db
 
 
-def _reply(node_id, arrays, **metrics):
+def _reply(node_id, arrays, *, packed=True, **metrics):
+    arrays = pack(arrays) if packed else arrays
     return (SimpleNamespace(node_id=node_id), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), 1, metrics))
 
 
@@ -118,8 +121,8 @@ def test_a_node_cannot_speak_for_another_site(tmp_path):
     (lambda a: [np.full_like(a[0], np.inf)] + a[1:], "non-finite"),
     (lambda a: [a[0] * 1e12] + a[1:], "update norm"),
     (lambda a: a[:-1] + [np.array([-0.999], np.float32)], "outside [0, 1]"),
-    (lambda a: [a[0][:2]] + a[1:], "shape"),
-    (lambda a: a[1:], "arrays, expected"),
+    (lambda a: [a[0][:2]] + a[1:], "expected one vector of"),
+    (lambda a: a[1:], "expected one vector of"),
 ])
 def test_poisoned_updates_are_dropped_and_the_round_goes_on(tmp_path, poison, why):
     """Before: NaN/inf entered the global model, x1e12 passed, a negative part weight cancelled another site,
@@ -136,6 +139,18 @@ def test_poisoned_updates_are_dropped_and_the_round_goes_on(tmp_path, poison, wh
     with db.session() as s:
         participants = s.query(Round).one().participants
     assert why in participants["rejected"]["hospital-b"] and participants["failed"] == 1
+
+
+def test_a_reply_not_in_the_wire_format_is_dropped(tmp_path):
+    """Arrays sent one by one (not the one-vector wire format) cannot be cut into the model's shapes."""
+    strategy, db = _strategy(tmp_path)
+    parameters, _ = strategy.aggregate_fit(1, [_reply(1, _honest(2.0), site="hospital-a", examples=100),
+                                               _reply(2, _honest(3.0), packed=False, site="hospital-b", examples=100)], [])
+    assert parameters is not None and np.allclose(strategy.global_state["ecg_encoder.w"], 2.0)
+    from rundb.schema import Round
+
+    with db.session() as s:
+        assert "expected one vector" in s.query(Round).one().participants["rejected"]["hospital-b"]
 
 
 def test_a_secagg_aggregate_that_fails_its_checks_leaves_the_model_unchanged(tmp_path):

@@ -1,0 +1,106 @@
+"""A hospital's node: Flower's SuperNode plus the site's warm worker, in one supervised process.
+
+- The worker (client/site_worker.py) starts first and is restarted whenever it exits (backoff 1 s doubling to
+  30 s); it is stopped when this process ends.
+- The SuperNode runs in this process with two timing seams (shared_models/flower_timing.py): a short idle pull and
+  a 10 s heartbeat, so a round starts promptly and a site that dies is out of the round after about 20 s.
+- Its node config names the site config and the worker folder; the per-message ClientApp hands each round to
+  the worker over the folder's authenticated Unix socket.
+
+    python -m client.site_node --site-config FILE [--threads N] [--no-worker] -- <flower-supernode arguments>
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, connect
+from shared_models import flower_timing
+
+
+class SupervisedWorker:
+    """The warm worker as a child process, restarted when it exits until `stop()`."""
+
+    def __init__(self, site_config: str, threads: int | None):
+        self.args = [sys.executable, "-m", "client.site_worker", "--site-config", site_config, "--parent-pid", str(os.getpid())]
+        self.args += ["--threads", str(threads)] if threads else []
+        self.process: subprocess.Popen | None = None
+        self.stopping = threading.Event()
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.args)
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def _supervise(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            code = self.process.wait()
+            if self.stopping.is_set():
+                return
+            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
+            print(f"site worker exited with code {code}; restarting in {backoff:.0f} s", flush=True)
+            if self.stopping.wait(backoff):
+                return
+            self.restarts += 1
+            self.process = subprocess.Popen(self.args)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def install_timing_seams() -> None:
+    """Shorter idle pulls and a 10 s heartbeat for the SuperNode in this process."""
+    flower_timing.install_poll_cap(importlib.import_module("flwr.supernode.start_client_internal"))
+    flower_timing.install_heartbeat([importlib.import_module("flwr.supernode.fleet_http_connection"),
+                                     importlib.import_module("flwr.supercore.heartbeat")])
+
+
+def node_config(site_config: Path, worker: WorkerAddress | None) -> str:
+    config = f'site-config="{site_config}"'
+    return config + (f' {NODE_CONFIG_KEY}="{worker.folder}"' if worker else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--site-config", required=True, type=Path)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the worker")
+    parser.add_argument("--no-worker", action="store_true", help="train inside each ClientApp process (slower)")
+    parser.add_argument("supernode_args", nargs=argparse.REMAINDER, help="arguments for flower-supernode (after --)")
+    args = parser.parse_args()
+    from sitedata.site_config import load_site_config
+
+    site_config = args.site_config.resolve()
+    worker_address = None
+    if not args.no_worker:
+        worker_address = WorkerAddress.in_state_dir(load_site_config(site_config).state_dir)
+        worker = SupervisedWorker(str(site_config), args.threads)
+        worker.start()
+        atexit.register(worker.stop)
+        connect(worker_address, wait_s=120).close()  # ready: torch imported, socket bound
+    install_timing_seams()
+    passthrough = [a for a in args.supernode_args if a != "--"]
+    sys.argv = ["flower-supernode", *passthrough, "--node-config", node_config(site_config, worker_address)]
+    from flwr.supernode.cli import flower_supernode
+
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")  # inherited by the SuperExec it starts
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    main()
