@@ -85,6 +85,7 @@ class StudyRounds:
         self.plan, self.recorder = plan, recorder
         self.global_state = dict(global_state)
         self.round_started: dict[int, float] = {}
+        self.asked: dict[int, set[str]] = {}  # Flower round -> sites asked to train
         self.aggregated: set[int] = set()
         # Flower counts this run's rounds from 1; a resumed phase goes on from the last round it finished.
         self.round_offset = round_offset
@@ -119,6 +120,7 @@ class StudyRounds:
             recorder.db.upsert_round(recorder.study_id, self.plan.name, self.phase_round(earlier),
                                      seconds=time.time() - self.round_started[earlier],
                                      participants={"trained": [], "declined": {}, "failed": 0,
+                                                   "dropped": self.dropped(earlier, set()),
                                                    "outcome": "not aggregated: the round failed; the global model is unchanged"})
             self.aggregated.add(earlier)
 
@@ -131,8 +133,17 @@ class StudyRounds:
                                  started=self.round_started[server_round])
         instructions = super().configure_fit(server_round, parameters, client_manager)
         config = self.round_config(server_round)
-        return [(proxy, FitIns(fit.parameters, {**fit.config, **config})) for proxy, fit in instructions
-                if recorder.node_site.get(proxy.node_id) not in recorder.declined_sites]
+        asked = [(proxy, FitIns(fit.parameters, {**fit.config, **config})) for proxy, fit in instructions
+                 if recorder.node_site.get(proxy.node_id) not in recorder.declined_sites]
+        self.asked[server_round] = {self._site_of(proxy.node_id) for proxy, _ in asked}
+        return asked
+
+    def _site_of(self, node_id: int) -> str:
+        return self.recorder.node_site.get(node_id, f"node-{node_id}")
+
+    def dropped(self, flower_round: int, replied: set[str]) -> list[str]:
+        """Sites asked to train this round that sent no reply (dead, unreachable, or failed in a stage)."""
+        return sorted(self.asked.get(flower_round, set()) - replied)
 
     def aggregate_fit(self, flower_round, results, failures):
         recorder, phase = self.recorder, self.plan.name
@@ -166,7 +177,8 @@ class StudyRounds:
             elif metrics.get(K.EXAMPLES) and outcome is None:
                 trained.append(site)
         participants = {"trained": trained, "declined": declined, "failed": len(failures) + len(rejected),
-                        "rejected": rejected, "flags": flags}
+                        "rejected": rejected, "flags": flags,
+                        "dropped": self.dropped(flower_round, {self._site_of(proxy.node_id) for proxy, _ in results})}
         seconds = time.time() - self.round_started.get(flower_round, time.time())
         if outcome is not None:
             recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,

@@ -13,7 +13,7 @@ rounds = data.rounds(url, study_id)
 if rounds.empty:
     st.info("No rounds recorded yet.")
     st.stop()
-columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "failed", "rejected", "flags",
+columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "dropped", "failed", "rejected", "flags",
            "model_hash", "checkpoint"]
 table = rounds[columns]
 for row in table[table["flags"] != ""].itertuples():
