@@ -30,6 +30,19 @@ def _children(pid: int) -> dict[int, str]:
     return commands
 
 
+def _commands_naming(path: Path) -> dict[int, str]:
+    """Live processes whose command line names `path` (this test's own folder)."""
+    found = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in command and int(entry.name) != os.getpid() and is_alive(int(entry.name)):
+            found[int(entry.name)] = command
+    return found
+
+
 def _start(tmp_path, tiny_cohort_template, study):
     shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
     (tmp_path / "study.toml").write_text(study)
@@ -65,11 +78,15 @@ def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp
     try:
         _wait_for_round(tmp_path / "run" / "study.db", cli)
         started = _children(cli.pid)
-        assert any("flower-superlink" in c for c in started.values()) and sum("flower-supernode" in c for c in started.values()) == 3
+        assert any("flower-superlink" in c for c in started.values())
+        assert sum("client.site_node" in c for c in started.values()) == 3  # SuperNode + warm worker per site
+        assert sum("client.site_worker" in c for c in started.values()) == 3
         cli.send_signal(signal.SIGTERM)
         cli.wait(timeout=60)
-        time.sleep(1)
+        time.sleep(3)
         assert [f"{p}: {c}" for p, c in started.items() if is_alive(p)] == []  # nothing it started survives
+        # nor anything started during the stop (a site worker restarted by its supervisor would name the cohort)
+        assert [c for c in _commands_naming(tmp_path).values()] == []
         study = _study(tmp_path / "run" / "study.db")
         assert study.status == "interrupted" and "SIGTERM" in study.status_reason
     finally:
