@@ -2,7 +2,8 @@
 
 The record is read with the same ingest as site data, at the checkpoint's sampling rate and window; a
 record longer than one window is scored on up to `max_windows` windows and the predictions averaged.
-Age and sex are taken from the header comments where the record has them (PTB-style `# age: 81`).
+Age and sex are taken from the header comments where the record has them (PTB-style `# age: 81`, or
+PhysioNet's `<age>: 25 <sex>: M`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Prediction:
 def header_demographics(record: Path) -> tuple[float | None, float | None]:
     """(age in years, sex 1 = male / 0 = female) from WFDB header comments, None where absent."""
     comments = " ".join(wfdb.rdheader(str(wfdb_record_base(record))).comments or [])
-    age = re.search(r"\bage\s*[:=]\s*(\d+(?:\.\d+)?)", comments, re.IGNORECASE)
-    sex = re.search(r"\bsex\s*[:=]\s*(male|female|m|f)\b", comments, re.IGNORECASE)
+    age = re.search(r"\bage>?\s*[:=]\s*(\d+(?:\.\d+)?)", comments, re.IGNORECASE)
+    sex = re.search(r"\bsex>?\s*[:=]\s*(male|female|m|f)\b", comments, re.IGNORECASE)
     return (float(age.group(1)) if age else None,
             (1.0 if sex.group(1).lower().startswith("m") else 0.0) if sex else None)
 
@@ -74,7 +75,7 @@ def predict_record(model: CardiacNets, record: Path, *, phase: str = "", max_win
     if out is not None:
         first = {k: v[:1] for k, v in batch.items()}
         clip = model.generate(first, generator=torch.Generator().manual_seed(seed))[0].numpy()
-        stem = Path(record).name
+        stem = wfdb_record_base(Path(record)).name  # RECORD, also when given as RECORD.hea
         prediction.clip_files = {
             "gif": str(save_gif(clip, out / f"{stem}_cmr.gif")),
             "frames": str(save_frames(clip, out / f"{stem}_cmr_frames")[0].parent),

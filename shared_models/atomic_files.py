@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
-    """Write through `write(handle)` (a binary file) and move the result into place atomically."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object], *, durable: bool = True) -> Path:
+    """Write through `write(handle)` (a binary file) and move the result into place atomically. `durable=False`
+    skips the fsyncs (a process crash still leaves old or new content; a power cut may leave an empty file),
+    for data that can be made again, such as a cache."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -19,17 +21,19 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
     return path
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda handle: handle.write(data))
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data), durable=durable)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,5 +1,10 @@
-"""DICOM cine reader: group a study folder by SeriesInstanceUID, pick the cine short-axis series, choose
-the slice by SliceLocation and order its frames by TriggerTime / InstanceNumber.
+"""DICOM cine reader: group a study folder by SeriesInstanceUID, keep the MR image series, pick the cine short-axis
+series, choose the slice by SliceLocation and order its frames by TriggerTime / InstanceNumber.
+
+What is refused, with what it is: objects that are not MR images (RT dose, segmentations, ECG waveforms,
+structured reports; a DICOMDIR index is skipped, not counted as a series), colour or palette images, a series
+whose files repeat one SOPInstanceUID (copies of one image), and frames that do not change over time (a static
+image is not a cine). pydicom's warnings are kept for the data report, with the subject they belong to.
 
 Pixel data is decoded by pydicom, so every transfer syntax it can decode (RLE, JPEG, JPEG-LS, JPEG 2000
 through pylibjpeg) works. Only the chosen slice's files are decoded.
@@ -8,31 +13,94 @@ through pylibjpeg) works. Only the chosen slice's files are decoded.
 from __future__ import annotations
 
 import re
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from sitedata.cmr_geometry import CmrError, apply_in_plane, canonical_in_plane, pick_slice_index
+from sitedata.cmr_geometry import CmrError, apply_in_plane, canonical_in_plane, check_motion, pick_slice_index
 from sitedata.site_config import CmrSettings
 
 _CINE_WORDS = re.compile(r"cine|sax|short|ssfp|fiesta|trufi", re.IGNORECASE)
 _LONG_AXIS_WORDS = re.compile(r"2ch|3ch|4ch|lax|long|loc|scout|survey", re.IGNORECASE)
+# MR Image Storage, Enhanced MR Image Storage, Legacy Converted Enhanced MR Image Storage
+MR_IMAGE_CLASSES = {"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4"}
+DIRECTORY_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory (DICOMDIR)
+GREYSCALE = {"MONOCHROME1", "MONOCHROME2"}
+
+
+def _read(file: Path, warned: list[str], **kwargs):
+    """pydicom.dcmread, its warnings kept (named by file) instead of going to stderr."""
+    import pydicom
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = pydicom.dcmread(file, **kwargs)
+    warned += [f"{file.name}: {w.message}" for w in caught if f"{file.name}: {w.message}" not in warned]
+    return ds
+
+
+def describe(ds) -> str:
+    """What a DICOM object is, in words: its SOP class name and modality."""
+    sop = ds.get("SOPClassUID") or (ds.file_meta.get("MediaStorageSOPClassUID") if hasattr(ds, "file_meta") else None)
+    name = getattr(sop, "name", None) or str(sop or "unknown SOP class")
+    return f"{name} (modality {ds.get('Modality', '?')})"
+
+
+def refusal(ds) -> str | None:
+    """Why this object cannot be a frame of an MR cine, or None."""
+    sop = str(ds.get("SOPClassUID", ""))
+    if str(ds.get("Modality", "")) != "MR" or (sop and sop not in MR_IMAGE_CLASSES):
+        return f"format not supported: {describe(ds)} is not an MR image"
+    if "Rows" not in ds or "Columns" not in ds:
+        return f"format not supported: {describe(ds)} has no image"
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in GREYSCALE:
+        return f"{photometric} image: expected a greyscale (MONOCHROME) MR frame"
+    if int(ds.get("BitsAllocated", 16)) == 1:
+        return "1-bit image (a binary mask, not an MR frame)"
+    return None
 
 
 def read_dicom_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tuple[float, float], dict]:
-    """Return (T, rows, cols) scanner-unit frames of the chosen slice, its (row, col) spacing and metadata."""
-    import pydicom
+    """Return (T, rows, cols) scanner-unit frames of the chosen slice, its (row, col) spacing and metadata
+    (pydicom's warnings in meta["warnings"], for the data report, instead of on stderr)."""
+    warned: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:  # pydicom also warns later, when a value is first used
+        warnings.simplefilter("always")
+        frames, spacing, meta = _read_dicom_slice(path, settings, warned)
+    later = [f"pydicom: {w.message}" for w in caught]
+    meta["warnings"] = list(dict.fromkeys(warned + later))
+    return frames, spacing, meta
 
+
+def _read_dicom_slice(path: Path, settings: CmrSettings, warned: list[str]):
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    headers = []
-    skipped = 0
+    headers, refused = [], {}
+    skipped = directories = 0
     for file in files:
         try:
-            headers.append((file, pydicom.dcmread(file, stop_before_pixels=True)))
-        except Exception:  # not DICOM (DICOMDIR helpers, notes): counted, not fatal
+            ds = _read(file, warned, stop_before_pixels=True)
+        except Exception:  # not DICOM (notes, helper files): counted, not fatal
             skipped += 1
+            continue
+        if file.name.upper() == "DICOMDIR" or str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == DIRECTORY_CLASS:
+            directories += 1  # an index of the folder, not a series
+            continue
+        why = refusal(ds)
+        if why:
+            refused.setdefault(why, []).append(file.name)
+        else:
+            headers.append((file, ds))
     if not headers:
+        if refused:
+            why, names = next(iter(refused.items()))
+            raise CmrError(f"{why} ({len(names)} file(s), e.g. {names[0]})")
+        if path.is_file():
+            raise CmrError(f"format not supported: {path.name} is neither DICOM nor NIfTI")
+        if directories:
+            raise CmrError(f"{path} holds only a DICOMDIR (an index of a DICOM folder), no images")
         raise CmrError(f"no DICOM files in {path}")
 
     series: dict[str, list] = defaultdict(list)
@@ -40,13 +108,14 @@ def read_dicom_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tup
         series[str(ds.get("SeriesInstanceUID", "unknown"))].append((file, ds))
     uid, members = _choose_series(series, settings, path)
     first = members[0][1]
+    _check_distinct_instances(members, uid)
 
     multiframe = int(first.get("NumberOfFrames", 1) or 1) > 1
     if multiframe:
         if len(members) != 1:
             raise CmrError(f"mixed series {uid}: several multi-frame files; expected one cine file")
         file = members[0][0]
-        frames = _pixels(file)
+        frames = _pixels(file, warned)
         slice_info = {"slice_location": _slice_location(first), "n_slices": 1}
     else:
         by_slice = _group_by_slice(members)
@@ -56,9 +125,10 @@ def read_dicom_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tup
         shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in ordered}
         if len(shapes) != 1:
             raise CmrError(f"mixed series {uid}: frames of one slice have different sizes {sorted(shapes)}")
-        frames = np.stack([_pixels(file)[0] for file, _ in ordered])
+        frames = np.stack([_pixels(file, warned)[0] for file, _ in ordered])
         slice_info = {"slice_location": chosen, "n_slices": len(locations)}
 
+    check_motion(frames, f"series {uid}")
     spacing = _pixel_spacing(first, uid)
     transpose, flip_rows, flip_cols = _orientation(first)
     frames = apply_in_plane(frames, transpose, flip_rows, flip_cols)
@@ -71,6 +141,9 @@ def read_dicom_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tup
         "transfer_syntax": str(first.file_meta.get("TransferSyntaxUID", "")) if hasattr(first, "file_meta") else "",
         "n_series_in_folder": len(series),
         "non_dicom_files": skipped,
+        "directory_files": directories,
+        "refused_files": sum(len(v) for v in refused.values()),
+        "warnings": warned,
         **slice_info,
     }
     return frames, spacing, meta
@@ -128,18 +201,33 @@ def _slice_location(ds) -> float:
     return 0.0
 
 
-def _pixels(file: Path) -> np.ndarray:
+def _check_distinct_instances(members, uid: str) -> None:
+    """Copies of one image (one SOPInstanceUID, perhaps re-encoded) are not the frames of a cine."""
+    seen: dict[str, int] = defaultdict(int)
+    for _, ds in members:
+        seen[str(ds.get("SOPInstanceUID", ""))] += 1
+    repeated = {k: n for k, n in seen.items() if k and n > 1}
+    if repeated:
+        instance, count = next(iter(repeated.items()))
+        raise CmrError(f"series {uid}: {count} files share SOPInstanceUID {instance} (copies of one image, not a cine)")
+
+
+def _pixels(file: Path, warned: list[str]) -> np.ndarray:
     """Decoded frames (n, rows, cols) in scanner units (RescaleSlope/Intercept applied)."""
-    import pydicom
     from pydicom.pixels import apply_rescale
 
-    ds = pydicom.dcmread(file)
+    before = len(warned)
+    ds = _read(file, warned)
+    syntax = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
     if "PixelData" not in ds and "FloatPixelData" not in ds:
+        if any("End of file" in w or "truncated" in w.lower() for w in warned[before:]):
+            raise CmrError(f"{file.name}: pixel data truncated: the file ends before its pixel data does "
+                           f"({getattr(syntax, 'name', syntax)})")
         raise CmrError(f"{file.name}: DICOM file has no pixel data")
     try:
         array = ds.pixel_array
     except Exception as err:  # missing decoder or corrupt stream
-        raise CmrError(f"{file.name}: cannot decode pixel data ({ds.file_meta.get('TransferSyntaxUID', '?')}): {err}") from err
+        raise CmrError(f"{file.name}: pixel data truncated or undecodable ({getattr(syntax, 'name', syntax)}): {err}") from err
     if array.ndim == 3 and int(ds.get("SamplesPerPixel", 1)) > 1:
         raise CmrError(f"{file.name}: colour image, expected a greyscale MR frame")
     array = apply_rescale(array, ds).astype(np.float32)

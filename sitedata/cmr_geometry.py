@@ -26,15 +26,25 @@ class CmrClip:
 
 
 def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: CmrSettings, meta: dict) -> CmrClip:
-    """(T, rows, cols) in scanner units with (row, col) spacing -> normalised (frames, size, size) clip."""
+    """(T, rows, cols) in scanner units with (row, col) spacing -> normalised (frames, size, size) clip.
+    Problems that leave the clip usable are listed in meta["warnings"] (shown in the data report)."""
     if stack.ndim != 3 or stack.shape[0] < 2:
         raise CmrError(f"a cine needs at least 2 time frames of 2D images, got array of shape {stack.shape}")
+    if stack.shape[0] < settings.min_source_frames:
+        raise CmrError(f"only {stack.shape[0]} time frames; a cine needs at least {settings.min_source_frames} "
+                       f"(cmr.min_source_frames); fewer would be interpolated into frames that were never acquired")
     if not np.isfinite(stack).all():
         raise CmrError("image contains NaN or infinite values")
+    warnings = list(meta.get("warnings", []))
     resampled = resample_in_plane(stack.astype(np.float32), spacing_mm, settings.pixel_spacing_mm)
-    cropped, offsets = crop_or_pad(resampled, settings.image_size, settings.roi_center)
+    cropped, offsets, valid = crop_or_pad(resampled, settings.image_size, settings.roi_center)
+    covered = (valid[1] - valid[0]) * (valid[3] - valid[2]) / settings.image_size ** 2
+    if covered < 0.5:
+        field_mm = [round(n * s, 1) for n, s in zip(stack.shape[1:], spacing_mm)]
+        warnings.append(f"heavy padding: the source field of view ({field_mm[0]} x {field_mm[1]} mm) fills "
+                        f"{covered:.0%} of the model's ({settings.image_size * settings.pixel_spacing_mm:g} mm square)")
     clip = resample_frames(cropped, settings.frames)
-    normalised, window = normalise(clip)
+    normalised, window = normalise(clip, valid)
     meta = dict(meta)
     meta.update({
         "source_shape": list(stack.shape),
@@ -42,8 +52,16 @@ def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: 
         "spacing_mm": settings.pixel_spacing_mm,
         "crop_offsets": offsets,
         "intensity_window": window,
+        "warnings": warnings,
     })
     return CmrClip(frames=normalised, meta=meta)
+
+
+def check_motion(frames: np.ndarray, what: str) -> None:
+    """A cine changes over time; identical frames are a static image (a copied instance, a misread volume)."""
+    spread = float(np.abs(frames - frames[:1]).max()) if len(frames) > 1 else 0.0
+    if len(frames) > 1 and spread <= 1e-6 * max(float(np.ptp(frames)), 1.0):
+        raise CmrError(f"{what}: its {len(frames)} frames are identical: a static image, not a cine")
 
 
 def resample_in_plane(stack: np.ndarray, spacing_mm: tuple[float, float], target_mm: float) -> np.ndarray:
@@ -59,9 +77,10 @@ def resample_in_plane(stack: np.ndarray, spacing_mm: tuple[float, float], target
     return ndimage.zoom(stack, (1, *zoom), order=1, mode="nearest", grid_mode=True)
 
 
-def crop_or_pad(stack: np.ndarray, size: int, roi_center: tuple[float, float] | None) -> tuple[np.ndarray, list[int]]:
+def crop_or_pad(stack: np.ndarray, size: int, roi_center: tuple[float, float] | None) -> tuple[np.ndarray, list[int], tuple[int, int, int, int]]:
     """Cut a size x size window around the ROI centre (default: image centre); pad with the image minimum
-    where the field of view is smaller than the window (the padding is recorded in the metadata)."""
+    where the field of view is smaller than the window (the padding is recorded in the metadata).
+    -> (window, [top, left], the image's rows and columns in the window as (r0, r1, c0, c1))."""
     _, rows, cols = stack.shape
     centre = roi_center or (0.5, 0.5)
     top = int(round(centre[0] * rows - size / 2))
@@ -70,7 +89,7 @@ def crop_or_pad(stack: np.ndarray, size: int, roi_center: tuple[float, float] | 
     src_r0, src_c0 = max(top, 0), max(left, 0)
     src_r1, src_c1 = min(top + size, rows), min(left + size, cols)
     out[:, src_r0 - top:src_r1 - top, src_c0 - left:src_c1 - left] = stack[:, src_r0:src_r1, src_c0:src_c1]
-    return out, [top, left]
+    return out, [top, left], (src_r0 - top, src_r1 - top, src_c0 - left, src_c1 - left)
 
 
 def resample_frames(stack: np.ndarray, n_frames: int) -> np.ndarray:
@@ -85,9 +104,11 @@ def resample_frames(stack: np.ndarray, n_frames: int) -> np.ndarray:
     return (1 - weight) * stack[lower] + weight * stack[upper]
 
 
-def normalise(clip: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """Per-study robust scaling: the 1st-99th percentile range maps to [0, 1] (scanner scales differ)."""
-    low, high = np.percentile(clip, [1.0, 99.0])
+def normalise(clip: np.ndarray, valid: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, list[float]]:
+    """Per-study robust scaling: the 1st-99th percentile range of the image (not its padding) maps to [0, 1]
+    (scanner scales differ)."""
+    r0, r1, c0, c1 = valid or (0, clip.shape[1], 0, clip.shape[2])
+    low, high = np.percentile(clip[:, r0:r1, c0:c1], [1.0, 99.0])
     if high - low <= 1e-6 * max(1.0, abs(high)):
         raise CmrError("image is constant (no contrast to normalise)")
     return np.clip((clip - low) / (high - low), 0.0, 1.0).astype(np.float32), [float(low), float(high)]

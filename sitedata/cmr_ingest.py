@@ -12,6 +12,11 @@ from sitedata.site_config import CmrSettings
 
 __all__ = ["CmrClip", "CmrError", "read_cmr"]
 
+# Image formats hospitals also have, which this reader does not take (longest suffix first).
+UNSUPPORTED = {".dcm.gz": "gzipped DICOM", ".mgz": "FreeSurfer MGH", ".mgh": "FreeSurfer MGH", ".hdr": "Analyze 7.5",
+               ".img": "Analyze 7.5", ".mnc": "MINC", ".par": "Philips PAR/REC", ".rec": "Philips PAR/REC",
+               ".nrrd": "NRRD", ".mha": "MetaImage", ".mhd": "MetaImage", ".gz": "gzip-compressed file"}
+
 
 def read_cmr(path: str | Path, settings: CmrSettings) -> CmrClip:
     """Read a DICOM folder (or single multi-frame file) or a NIfTI volume into a model clip."""
@@ -21,6 +26,8 @@ def read_cmr(path: str | Path, settings: CmrSettings) -> CmrClip:
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         stack, spacing, meta = read_nifti_slice(path, settings)
+    elif path.is_file() and (kind := next((k for suffix, k in UNSUPPORTED.items() if name.endswith(suffix)), None)):
+        raise CmrError(f"format not supported: {path.name} ({kind}); convert it to DICOM or NIfTI")
     else:
         stack, spacing, meta = read_dicom_slice(path, settings)
     return to_model_clip(stack, spacing, settings, meta)

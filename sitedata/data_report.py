@@ -16,7 +16,8 @@ class RecordProblem:
     severity: str = "rejected"  # rejected: the record (or modality) is not used; warning: used, partly
 
     def line(self) -> str:
-        return f"[{self.severity}] {self.subject_id or '-'} {self.modality}: {self.reason} ({self.file})"
+        """One plain-text line that starts with its severity in words (also when piped or logged)."""
+        return f"{self.severity.upper()}: {self.subject_id or '-'} {self.modality}: {self.reason} ({self.file})"
 
 
 @dataclass
@@ -34,6 +35,15 @@ class DataReport:
     @property
     def rejected(self) -> list[RecordProblem]:
         return [p for p in self.problems if p.severity == "rejected"]
+
+    def summary(self) -> str:
+        """Subjects and files counted apart: a CMR that failed leaves its subject in, as ECG-only."""
+        subjects_out = {p.subject_id or p.file for p in self.rejected if p.modality in ("manifest", "ecg")}
+        cmr_out = [p for p in self.rejected if p.modality == "cmr"]
+        warnings = [p for p in self.problems if p.severity != "rejected"]
+        return (f"{self.manifest_rows} manifest rows: {self.usable_subjects} subjects usable, {len(subjects_out)} rejected "
+                f"(no usable ECG or manifest row); {len(cmr_out)} CMR studies not used (those subjects kept as "
+                f"ECG-only); {len(warnings)} warnings on records that are used")
 
     def to_json(self) -> str:
         payload = asdict(self)
@@ -63,11 +73,11 @@ class DataReport:
             labels.add_row(name, str(stats["labelled"]), "" if stats.get("positive") is None else str(stats["positive"]))
         console.print(labels)
 
-        rejected, warnings = self.rejected, [p for p in self.problems if p.severity != "rejected"]
-        if self.problems:
-            console.print(f"[bold]{len(rejected)} rejected, {len(warnings)} warnings[/bold]")
-            for problem in self.problems:
-                colour = "red" if problem.severity == "rejected" else "yellow"
-                console.print(f"[{colour}]{problem.line()}[/{colour}]", highlight=False, soft_wrap=True)
-        else:
-            console.print("[green]no problems found[/green]")
+        from rich.markup import escape
+
+        console.print(escape(self.summary()), style="bold", highlight=False)
+        for problem in self.problems:  # file names and reasons may hold [brackets]: printed as text, not markup
+            console.print(escape(problem.line()), style="red" if problem.severity == "rejected" else "yellow",
+                          highlight=False, soft_wrap=True)
+        if not self.problems:
+            console.print("no problems found", style="green")

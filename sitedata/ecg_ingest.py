@@ -24,8 +24,11 @@ from shared_models.targets import LEADS
 _LEAD_ALIASES = {name.lower(): name for name in LEADS} | {"mlii": "II", "ml2": "II"}
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": None}
 
-# Bits per sample of WFDB's fixed-size storage formats (compressed FLAC formats are not listed).
+# Bits per sample of WFDB's fixed-size storage formats (their files have a size the header predicts).
 _FORMAT_BITS = {"8": 8, "80": 8, "16": 16, "61": 16, "160": 16, "212": 12, "310": 10, "311": 10, "24": 24, "32": 32}
+# ... and of every format, the FLAC-compressed 508/516/524 too (for the ADC range and the missing-sample code).
+_SAMPLE_BITS = _FORMAT_BITS | {"508": 8, "516": 16, "524": 24}
+MAX_ABS_MV = 25.0  # no lead of a surface ECG moves this far from its median
 
 FLAT_PEAK_TO_PEAK_MV = 0.02  # a connected lead moves more than 20 µV over 10 s
 SATURATED_FRACTION = 0.05  # more than 5 % of samples pinned at the ADC limits
@@ -43,50 +46,73 @@ class EcgSample:
 
 
 def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
-    """Read one WFDB record (path with or without `.hea`) into one or more model windows."""
+    """Read one WFDB record (path with or without `.hea`) into one or more model windows. Signal quality is
+    judged per window: a lead that is flat, saturated, missing samples or out of range in one window is masked
+    in that window only, and a window left with too few leads is dropped (both noted in the metadata)."""
     raw, fs, names, units, adc_limits = _read_wfdb(Path(record_path), settings.window_s * settings.max_windows)
     leads, lead_units, lead_limits = _map_leads(raw, names, units, adc_limits, settings)
-    quality_flags: dict[str, str] = {}
-    present = np.zeros(len(LEADS), dtype=bool)
+    missing = [LEADS[i] for i in range(len(LEADS)) if leads[i] is None]
     n_source = raw.shape[0]
-    source = np.zeros((len(LEADS), n_source), dtype=np.float64)
+    source_window = int(round(settings.window_s * fs))
+    n_windows = min(settings.max_windows, n_source // source_window) if source_window else 0
+    if n_windows == 0:
+        raise EcgError(f"record is {n_source / fs:.1f} s long, shorter than the {settings.window_s:g} s model window")
+
+    source = np.zeros((len(LEADS), n_windows * source_window), dtype=np.float64)
+    masks = np.zeros((n_windows, len(LEADS)), dtype=bool)
+    flags: dict[str, str] = {}  # "lead" or "lead (window k)" -> why it is masked
     for i, lead in enumerate(LEADS):
         if leads[i] is None:
             continue
-        values = _to_millivolts(leads[i], lead_units[i], lead)
-        problem = _lead_problem(values, lead_limits[i])
-        if problem:
-            quality_flags[lead] = problem
-            continue
-        source[i] = values
-        present[i] = True
+        values = _to_millivolts(leads[i][:n_windows * source_window], lead_units[i], lead)
+        for w in range(n_windows):
+            part = values[w * source_window:(w + 1) * source_window]
+            problem = _lead_problem(part, lead_limits[i])
+            if problem:
+                flags[lead if n_windows == 1 else f"{lead} (window {w + 1})"] = problem
+                continue  # left at zero: garbage must not ring through the filters into its neighbours
+            source[i, w * source_window:(w + 1) * source_window] = part
+            masks[w, i] = True
 
-    _check_enough_leads(present, quality_flags, settings, missing=[LEADS[i] for i in range(len(LEADS)) if leads[i] is None])
+    kept, dropped = [], {}
+    for w in range(n_windows):
+        try:
+            _check_enough_leads(masks[w], {k: v for k, v in flags.items() if _in_window(k, w, n_windows)}, settings, missing)
+            kept.append(w)
+        except EcgError as err:
+            if n_windows == 1:
+                raise
+            dropped[w + 1] = str(err)
+    if not kept:
+        raise EcgError(f"no window of the record is usable: {'; '.join(f'window {w}: {why}' for w, why in dropped.items())}")
 
+    present = masks.any(axis=0)
     resampled = resample(source[present], fs, settings.sampling_rate_hz)
     filtered = remove_baseline_wander(resampled, settings.sampling_rate_hz, settings.highpass_hz)
     window = int(round(settings.window_s * settings.sampling_rate_hz))
-    n_windows = min(settings.max_windows, filtered.shape[1] // window)
-    if n_windows == 0:
-        raise EcgError(
-            f"record is {n_source / fs:.1f} s long, shorter than the {settings.window_s:g} s model window"
-        )
     samples = []
-    for w in range(n_windows):
+    for w in kept:
         out = np.zeros((len(LEADS), window), dtype=np.float32)
         out[present] = filtered[:, w * window:(w + 1) * window]
+        out[~masks[w]] = 0.0
         samples.append(EcgSample(
             signal=out,
-            lead_mask=present.copy(),
+            lead_mask=masks[w].copy(),
             meta={
                 "source_rate_hz": fs,
                 "source_leads": list(names),
                 "window_index": w,
                 "window_start_s": w * settings.window_s,
-                "flagged_leads": quality_flags,
+                "flagged_leads": flags,
+                "dropped_windows": dropped,
+                "missing_leads": missing,
             },
         ))
     return samples
+
+
+def _in_window(flag: str, w: int, n_windows: int) -> bool:
+    return n_windows == 1 or flag.endswith(f"(window {w + 1})")
 
 
 def resample(x: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:
@@ -117,23 +143,32 @@ def _read_wfdb(path: Path, needed_s: float | None = None):
     header = Path(record_name + ".hea")
     if not header.is_file():
         raise EcgError(f"WFDB header not found: {header}")
-    try:
-        head = wfdb.rdheader(record_name)
-    except Exception as err:  # wfdb raises bare ValueError/IndexError on malformed headers
-        raise EcgError(f"malformed WFDB header {header.name}: {err}") from err
-    if not head.sig_name or not head.fs:
-        raise EcgError(f"malformed WFDB header {header.name}: no signals or no sampling frequency")
-    _check_dat_length(head, Path(record_name).parent)
+    # wfdb parses a header in ~20 ms (pandas per field); its record line and formats are read here instead, so
+    # that each record's header is parsed by wfdb once (in rdrecord), not twice.
+    segments, fs, sig_len, frames_per_sample = _header_summary(header)
     # Only the samples the windows need are decoded: a 30-min Holter-style record costs no more than 10 s.
-    sampto = None
-    if head.sig_len and needed_s is not None:
-        sampto = min(head.sig_len, int(math.ceil(needed_s * head.fs)))
+    sampto = min(sig_len, int(math.ceil(needed_s * fs))) if sig_len and needed_s is not None else None
+    if segments:
+        return _read_multi_segment(record_name, header, sampto)
+    if not frames_per_sample:
+        raise EcgError(f"malformed WFDB header {header.name}: no signals")
     try:
-        record = wfdb.rdrecord(record_name, physical=False, sampto=sampto)
+        # Signals stored with several samples per frame are read at their own rate (wfdb would average them).
+        record = wfdb.rdrecord(record_name, physical=False, sampto=sampto, smooth_frames=max(frames_per_sample) == 1)
     except Exception as err:
+        try:  # the precise reason where there is one (a malformed header, a missing or truncated file)
+            head = wfdb.rdheader(record_name)
+        except Exception as header_err:  # wfdb raises bare ValueError/IndexError on malformed headers
+            raise EcgError(f"malformed WFDB header {header.name}: {header_err}") from header_err
+        _check_dat_length(head, Path(record_name).parent)
         raise EcgError(f"cannot read WFDB record {Path(record_name).name}: {err}") from err
+    _check_dat_length(record, Path(record_name).parent)
 
-    digital = record.d_signal.astype(np.float64)  # (N, C)
+    fs = float(record.fs)
+    if max(frames_per_sample) > 1:
+        digital, fs = _expanded_to_one_rate(record.e_d_signal, frames_per_sample, fs)
+    else:
+        digital = record.d_signal.astype(np.float64)  # (N, C)
     gain = np.asarray(record.adc_gain, dtype=np.float64)
     baseline = np.asarray(record.baseline, dtype=np.float64)
     if np.any(gain == 0):
@@ -145,7 +180,58 @@ def _read_wfdb(path: Path, needed_s: float | None = None):
             physical[digital[:, c] == bad, c] = np.nan  # WFDB's "no sample" marker
     limits = [_adc_limits(fmt) for fmt in record.fmt]
     adc_limits = [((lo - b) / g, (hi - b) / g) for (lo, hi), g, b in zip(limits, gain, baseline)]
-    return physical, float(record.fs), list(record.sig_name), list(record.units), adc_limits
+    return physical, fs, list(record.sig_name), list(record.units), adc_limits
+
+
+def _header_summary(header: Path) -> tuple[int, float, int | None, list[int]]:
+    """(segments (0: a single-segment record), frame rate, samples, samples per frame of each signal) from the
+    record line and signal lines (WFDB header format); EcgError naming the header when they are malformed."""
+    lines = [line.split() for line in header.read_text(errors="replace").splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        record = lines[0]
+        segments = int(record[0].split("/")[1]) if "/" in record[0] else 0
+        n_signals = int(record[1])
+        fs = float(record[2].split("/")[0].split("(")[0]) if len(record) > 2 else 250.0
+        sig_len = int(record[3]) if len(record) > 3 else None
+        per_frame = [] if segments else [int(line[1].split("x")[1].split(":")[0].split("+")[0]) if "x" in line[1] else 1
+                                         for line in lines[1:1 + n_signals]]
+    except (IndexError, ValueError) as err:
+        raise EcgError(f"malformed WFDB header {header.name}: cannot read its record or signal lines ({err})") from err
+    if fs <= 0:
+        raise EcgError(f"malformed WFDB header {header.name}: no sampling frequency")
+    if not segments and len(per_frame) != n_signals:
+        raise EcgError(f"malformed WFDB header {header.name}: {n_signals} signals announced, {len(per_frame)} described")
+    return segments, fs, sig_len, per_frame
+
+
+def _expanded_to_one_rate(expanded: list[np.ndarray], frames_per_sample: list[int], frame_rate: float):
+    """Per-signal samples at (frame rate x samples per frame) -> one (N, C) array at the highest of those rates
+    (a signal with fewer samples per frame is upsampled by a polyphase filter)."""
+    top = max(frames_per_sample)
+    columns = []
+    for values, per_frame in zip(expanded, frames_per_sample):
+        values = np.asarray(values, dtype=np.float64)
+        ratio = Fraction(top, per_frame)
+        columns.append(values if per_frame == top else signal.resample_poly(values, ratio.numerator, ratio.denominator))
+    length = min(len(c) for c in columns)
+    return np.stack([c[:length] for c in columns], axis=1), frame_rate * top
+
+
+def _read_multi_segment(record_name: str, header: Path, sampto: int | None):
+    """A multi-segment record (fixed or variable layout, as in MIMIC waveform data), joined into one by wfdb;
+    gaps between segments and signals absent from a segment read as missing (NaN). Physical units come from
+    each segment's own header, so no single ADC range applies."""
+    import wfdb
+
+    try:
+        record = wfdb.rdrecord(record_name, physical=True, m2s=True, sampto=sampto)
+    except Exception as err:
+        raise EcgError(f"cannot read multi-segment WFDB record {header.name}: {err}") from err
+    if record.p_signal is None or not record.sig_name:
+        raise EcgError(f"multi-segment WFDB record {header.name}: no signals")
+    physical = np.asarray(record.p_signal, dtype=np.float64)
+    return physical, float(record.fs), list(record.sig_name), list(record.units), [None] * physical.shape[1]
 
 
 def _check_dat_length(head, folder: Path) -> None:
@@ -171,14 +257,14 @@ def _check_dat_length(head, folder: Path) -> None:
 
 
 def _adc_limits(fmt: str) -> tuple[int, int]:
-    bits = _FORMAT_BITS.get(fmt, 16)
+    bits = _SAMPLE_BITS.get(fmt, 16)
     return -(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1
 
 
 def _invalid_sample_values(fmts) -> list[int | None]:
     # WFDB reserves the most negative code of each format for "sample missing"; format 8 stores
     # first differences, where no code means that.
-    return [-(2 ** (_FORMAT_BITS[f] - 1)) if f in _FORMAT_BITS and f != "8" else None for f in fmts]
+    return [-(2 ** (_SAMPLE_BITS[f] - 1)) if f in _SAMPLE_BITS and f != "8" else None for f in fmts]
 
 
 def _map_leads(raw, names, units, adc_limits, settings: EcgSettings):
@@ -214,6 +300,7 @@ def _to_millivolts(values: np.ndarray, unit: str, lead: str = "") -> np.ndarray:
 
 
 def _lead_problem(values: np.ndarray, limits: tuple[float, float] | None) -> str | None:
+    """Why these samples of one lead (one window) are unusable, or None."""
     if np.isnan(values).any():
         return f"{int(np.isnan(values).sum())} missing (NaN) samples"
     if np.ptp(values) < FLAT_PEAK_TO_PEAK_MV:
@@ -223,6 +310,9 @@ def _lead_problem(values: np.ndarray, limits: tuple[float, float] | None) -> str
         pinned = np.mean((values <= lo) | (values >= hi))
         if pinned > SATURATED_FRACTION:
             return f"saturated ({pinned:.0%} of samples at the ADC limit)"
+    excursion = float(np.abs(values - np.median(values)).max())
+    if excursion > MAX_ABS_MV:
+        return f"implausible amplitude ({excursion:.0f} mV from its median; a surface ECG stays within {MAX_ABS_MV:g})"
     return None
 
 

@@ -20,7 +20,7 @@ from shared_models.atomic_files import atomic_write, atomic_write_bytes
 from shared_models.jsonable import finite_or_null
 
 # Bump when ingest code changes what it produces for the same file and settings.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: per-window ECG quality, samples per frame, cine checks
 
 
 class CachedFailure(Exception):
@@ -73,21 +73,25 @@ class PreprocessCache:
         meta_path = self._path(key, ".json")
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text())
-        if "error" in meta:
-            raise CachedFailure(meta["error"])
-        return self.load_array(key), meta
+        try:
+            meta = json.loads(meta_path.read_text())
+            if "error" in meta:
+                raise CachedFailure(meta["error"])
+            return self.load_array(key), meta
+        except (OSError, ValueError, EOFError):  # an entry a power cut left torn (writes skip fsync): decode again
+            return None
 
     def load_array(self, key: str) -> np.ndarray:
         return np.load(self._path(key, ".npy"), mmap_mode="r")
 
     def put(self, key: str, array: np.ndarray, meta: dict) -> None:
-        # The array lands before its metadata: a metadata file always means a complete entry.
-        atomic_write(self._path(key, ".npy"), lambda handle: np.save(handle, np.ascontiguousarray(array)))
-        atomic_write_bytes(self._path(key, ".json"), json.dumps(finite_or_null(meta)).encode())
+        # The array lands before its metadata: a metadata file means a complete entry (after a process crash;
+        # after a power cut `get` finds a torn entry unreadable and decodes again, so no fsync per record).
+        atomic_write(self._path(key, ".npy"), lambda handle: np.save(handle, np.ascontiguousarray(array)), durable=False)
+        atomic_write_bytes(self._path(key, ".json"), json.dumps(finite_or_null(meta)).encode(), durable=False)
 
     def put_failure(self, key: str, reason: str) -> None:
-        atomic_write_bytes(self._path(key, ".json"), json.dumps({"error": reason}).encode())
+        atomic_write_bytes(self._path(key, ".json"), json.dumps({"error": reason}).encode(), durable=False)
 
     def _path(self, key: str, suffix: str) -> Path:
         return self.entries / key[:2] / f"{key}{suffix}"

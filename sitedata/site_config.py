@@ -41,6 +41,8 @@ class CmrSettings:
     series_description: str = ""  # regex picking the cine short-axis series; empty: automatic
     slice_position: float = 0.5  # which short-axis slice, as a fraction of the stack ordered by SliceLocation (0.5: mid-ventricular)
     roi_center: tuple[float, float] | None = None  # (row, col) fraction of the image; None: image centre
+    min_source_frames: int = 10  # fewest time frames a cine may have (fewer would be interpolated into the model's frames)
+    max_frame_interval_ms: float = 100.0  # a longer interval between frames is reported as low temporal resolution
 
 
 @dataclass(frozen=True)

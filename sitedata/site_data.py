@@ -20,7 +20,7 @@ from sitedata.ecg_ingest import EcgError, read_ecg, wfdb_record_base
 from sitedata.manifest import SPLITS, ManifestError, ManifestRow, read_manifest
 from sitedata.preprocess_cache import CachedFailure, PreprocessCache
 from sitedata.site_config import SiteConfig
-from shared_models.targets import DISEASES, INDICATORS
+from shared_models.targets import DISEASES, INDICATORS, LEADS
 
 
 @dataclass
@@ -96,6 +96,13 @@ def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCach
     ecg_key, ecg_meta = ecg
     for lead, why in ecg_meta.get("flagged_leads", {}).items():
         report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", f"lead {lead} masked: {why}", "warning"))
+    for window, why in ecg_meta.get("dropped_windows", {}).items():
+        report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg", f"window {window} not used: {why}", "warning"))
+    if ecg_meta.get("missing_leads"):
+        has = [lead for lead in LEADS if lead not in ecg_meta["missing_leads"]]
+        report.problems.append(RecordProblem(row.subject_id, str(row.ecg_path), "ecg",
+                                             f"reduced-lead record: has {', '.join(has)} ({len(has)} of 12); "
+                                             f"{', '.join(ecg_meta['missing_leads'])} masked", "warning"))
 
     cmr_key = None
     if row.cmr_path is not None and use_cmr:
@@ -104,6 +111,8 @@ def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCach
             report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", f"{cmr}; subject kept as ECG-only"))
         else:
             cmr_key = cmr[0]
+            for warning in cmr[1].get("warnings", []):  # the clip is used; what the reader noticed is shown
+                report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", warning, "warning"))
 
     return SubjectEntry(
         subject_id=row.subject_id, split=row.split, ecg_key=ecg_key,

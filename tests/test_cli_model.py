@@ -45,3 +45,28 @@ def test_predict_refuses_a_two_lead_record_with_a_reason(tiny_cohort_template, p
     assert result.exit_code == 1
     assert "missing" in result.output and "I" in result.output
     assert CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "nope.pt"), "--ecg", "x"]).exit_code == 2
+
+
+def test_predict_takes_a_hea_path_physionet_demographics_and_reduced_leads(physionet, tmp_path):
+    """Before: outputs named RECORD.hea_cmr.gif, and `<age>: 25 <sex>: M` comments were not read."""
+    import numpy as np
+
+    from cardiacfl.predict import header_demographics
+    from shared_models.cardiacnets import build_model
+    from shared_models.checkpoint import save_checkpoint
+    from synthetic.writers import write_wfdb
+
+    save_checkpoint(tmp_path / "m.pt", build_model("tiny"), phase="finetune", step=0)
+    eight = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    signal = np.random.default_rng(0).normal(0, 0.3, (8, 5000))
+    write_wfdb(tmp_path / "rec" / "r8", signal, 500, eight, "16", ["<age>: 25 <sex>: M"])
+    assert header_demographics(tmp_path / "rec" / "r8.hea") == (25.0, 1.0)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "m.pt"), "--ecg", str(tmp_path / "rec" / "r8.hea")])
+    assert refused.exit_code == 1 and "III" in refused.output  # names what is missing
+    result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "m.pt"), "--ecg", str(tmp_path / "rec" / "r8.hea"),
+                                 "--allow-reduced-leads", "--out", str(tmp_path / "clips"), "--json"])
+    assert result.exit_code == 0, result.output
+    prediction = json.loads(result.stdout)
+    assert prediction["leads_used"] == eight and prediction["demographics"] == {"age": 25.0, "sex_male": 1.0}
+    assert (tmp_path / "clips" / "r8_cmr.gif").is_file()

@@ -13,11 +13,12 @@ from synthetic.cmr_phantom import Scanner, render_cine
 from synthetic.latent_state import Prevalence, sample_state
 from synthetic.writers import write_dicom_cine, write_nifti
 
-SETTINGS = CmrSettings(image_size=32, frames=4, pixel_spacing_mm=0.625)
+SETTINGS = CmrSettings(image_size=32, frames=4, pixel_spacing_mm=0.625, min_source_frames=4)
 
 
 def _series_from(test_file: str, folder: Path, frames: int = 4, description: str = "cine sax", uid: str = "1.2.3.4") -> Path:
-    """A short 'cine' made of copies of one pydicom test image (compressed data kept as it is);
+    """A short 'cine' made of copies of one pydicom test image (compressed data kept as it is), each its own
+    instance with a per-frame RescaleIntercept so that the frames change over time as a beating heart's do;
     written in shuffled order so the reader has to sort by TriggerTime."""
     folder.mkdir(parents=True, exist_ok=True)
     for f in (2, 0, 3, 1)[:frames]:
@@ -27,6 +28,7 @@ def _series_from(test_file: str, folder: Path, frames: int = 4, description: str
         ds.TriggerTime = 40.0 * f
         ds.InstanceNumber = f + 1
         ds.SOPInstanceUID = f"{uid}.{f}"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, 10 * f
         ds.save_as(folder / f"{uid}-img{(7 * f) % 5}.dcm")
     return folder
 
@@ -48,10 +50,10 @@ def test_frames_ordered_by_trigger_time(tmp_path):
         pixels = base.pixel_array.copy()
         pixels[:8, :8] = 200 * (f + 1)  # frame number burned into a corner
         ds.PixelData = pixels.tobytes()
-        ds.TriggerTime, ds.InstanceNumber, ds.SeriesInstanceUID = 50.0 * f, 10 - f, "9.9"
+        ds.TriggerTime, ds.InstanceNumber, ds.SeriesInstanceUID, ds.SOPInstanceUID = 50.0 * f, 10 - f, "9.9", f"9.9.{f}"
         folder.mkdir(exist_ok=True)
         ds.save_as(folder / f"z{3 - f}.dcm")
-    clip = read_cmr(folder, CmrSettings(image_size=64, frames=4, pixel_spacing_mm=0.3125))
+    clip = read_cmr(folder, CmrSettings(image_size=64, frames=4, pixel_spacing_mm=0.3125, min_source_frames=4))
     corner = clip.frames[:, 2, 2]
     assert np.all(np.diff(corner) > 0)
 
@@ -74,7 +76,8 @@ def test_mixed_series_without_a_clear_cine_is_refused(tmp_path):
     # naming the series in the config resolves it
     _series_from("MR_small.dcm", tmp_path / "study2", description="cine sax", uid="1.1")
     _series_from("MR_small_RLE.dcm", tmp_path / "study2", description="cine_other", uid="1.2")
-    clip = read_cmr(tmp_path / "study2", CmrSettings(image_size=32, frames=4, pixel_spacing_mm=0.625, series_description="^cine_other$"))
+    clip = read_cmr(tmp_path / "study2", CmrSettings(image_size=32, frames=4, pixel_spacing_mm=0.625, min_source_frames=4,
+                                                     series_description="^cine_other$"))
     assert clip.meta["series_uid"] == "1.2"
 
 
@@ -88,14 +91,17 @@ def test_frames_of_different_size_in_one_series_are_refused(tmp_path):
         read_cmr(folder, SETTINGS)
 
 
-def test_nibabel_example_4d_volume():
+def test_nibabel_example_4d_volume_with_two_time_points_is_not_interpolated_into_a_cine():
+    """Before: its 2 time points (an fMRI run, 2 s apart) were interpolated to 16 frames and accepted."""
     import nibabel
 
     path = Path(nibabel.__file__).parent / "tests" / "data" / "example4d.nii.gz"
-    clip = read_cmr(path, CmrSettings())
-    assert clip.frames.shape == (16, 64, 64)
-    assert clip.frames.min() == 0.0 and clip.frames.max() == 1.0
-    assert clip.meta["source_dims"] == [128, 96, 24, 2] and clip.meta["slice_index"] == 12
+    with pytest.raises(CmrError, match="only 2 time points; a cine needs at least 10"):
+        read_cmr(path, CmrSettings())
+    # With the minimum lowered to 2 it is read, and its frame interval (the header says 2000 "sec") is reported.
+    clip = read_cmr(path, CmrSettings(min_source_frames=2))
+    assert clip.frames.shape == (16, 64, 64) and clip.meta["source_dims"] == [128, 96, 24, 2]
+    assert any(w.startswith("low temporal resolution") for w in clip.meta["warnings"])
 
 
 def test_nifti_with_wrong_dimensions(tmp_path):
@@ -135,7 +141,7 @@ def test_rescale_slope_is_applied(tmp_path):
     folder = _series_from("MR_small.dcm", tmp_path / "b")
     for file in folder.iterdir():
         ds = pydicom.dcmread(file)
-        ds.RescaleSlope, ds.RescaleIntercept = 3, 100
+        ds.RescaleSlope, ds.RescaleIntercept = 3, 100 + 3 * ds.RescaleIntercept  # 3 x the same cine + 100
         ds.save_as(file)
     scaled = read_cmr(folder, SETTINGS)
     low, high = ref.meta["intensity_window"]
@@ -144,6 +150,7 @@ def test_rescale_slope_is_applied(tmp_path):
 
 
 def test_spacing_resampling_and_crop(tmp_path):
-    clip = read_cmr(_series_from("MR_small.dcm", tmp_path / "c"), CmrSettings(image_size=20, frames=6, pixel_spacing_mm=1.25))
+    clip = read_cmr(_series_from("MR_small.dcm", tmp_path / "c"), CmrSettings(image_size=20, frames=6, pixel_spacing_mm=1.25,
+                                                                                min_source_frames=4))
     assert clip.frames.shape == (6, 20, 20)
     assert clip.meta["source_shape"] == [4, 64, 64] and clip.meta["source_spacing_mm"] == [0.3125, 0.3125]

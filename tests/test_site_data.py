@@ -166,3 +166,48 @@ def test_cli_bad_config_names_the_key(tmp_path):
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_the_text_report_says_each_problems_severity_and_counts_subjects_and_files_apart(tiny_cohort):
+    """Before: rich swallowed the [rejected]/[warning] tags (lines began with a bare space), and "N rejected"
+    counted CMR problems whose subjects were kept."""
+    a = tiny_cohort / "hospital-a"
+    paired = [row for row in _rows(a) if row["cmr_path"]]
+    rows = [next(row for row in _rows(a) if row not in paired[:2]), *paired[:2]]
+    (a / (rows[0]["ecg_path"] + ".hea")).write_text("garbage header\n")  # subject rejected
+    for file in (a / rows[1]["cmr_path"]).rglob("*.dcm"):  # CMR not used; the subject stays as ECG-only
+        ds = pydicom.dcmread(file)
+        ds.Modality = "CT"
+        ds.save_as(file)
+    _rewrite_cell(a, rows[2]["subject_id"], "cmr_path", "odd[red]name/cine")  # a name rich would read as markup
+    result = runner.invoke(app, ["data", "check", "--site-config", str(tiny_cohort / "site_configs" / "hospital-a.toml")])
+    lines = result.output.splitlines()
+    problems = [line for line in lines if line.startswith(("REJECTED:", "WARNING:"))]
+    assert any(line.startswith(f"REJECTED: {rows[0]['subject_id']} ecg: malformed WFDB header") for line in problems)
+    assert any(line.startswith(f"REJECTED: {rows[1]['subject_id']} cmr: format not supported") for line in problems)
+    assert any("odd[red]name" in line for line in lines)  # escaped, not eaten as a colour tag
+    assert "8 manifest rows: 7 subjects usable, 1 rejected" in result.output
+    assert "2 CMR studies not used (those subjects kept as ECG-only)" in result.output
+
+
+def _rewrite_cell(site: Path, subject: str, column: str, value: str) -> None:
+    rows = _rows(site)
+    for row in rows:
+        if row["subject_id"] == subject:
+            row[column] = value
+    with (site / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_torn_cache_entry_is_decoded_again(tiny_cohort):
+    """Cache writes skip fsync (a cache can be rebuilt); an entry a power cut left empty is a miss, not an error."""
+    config = load_site_config(tiny_cohort / "site_configs" / "hospital-a.toml")
+    first = prepare_site(config)
+    torn = next(config.cache_dir.rglob("*.npy"))
+    torn.write_bytes(b"")
+    again = prepare_site(config)
+    assert [s.subject_id for s in again.subjects] == [s.subject_id for s in first.subjects]
+    assert all(again.ecg(s).shape == first.ecg(s).shape for s in again.subjects)
+    assert torn.stat().st_size > 0  # written again
