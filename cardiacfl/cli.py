@@ -15,8 +15,10 @@ data_app = typer.Typer(help="Check and prepare a site's data (runs on site; data
 app.add_typer(data_app, name="data")
 study_app = typer.Typer(help="Run a federated study (coordinating lab).", no_args_is_help=True)
 app.add_typer(study_app, name="study")
-site_app = typer.Typer(help="A hospital's own state (runs on site).", no_args_is_help=True)
+site_app = typer.Typer(help="A hospital's node and its own state (runs on site).", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+lab_app = typer.Typer(help="The coordinating lab's long-lived server (runs at the lab).", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
 ledger_app = typer.Typer(help="The site's lifetime privacy ledger.", no_args_is_help=True)
 site_app.add_typer(ledger_app, name="ledger")
 console = Console(stderr=True)
@@ -196,19 +198,48 @@ def predict(
         con.print(f"[yellow]note:[/yellow] checkpoint phase is {result.checkpoint_phase!r}; the heads are only trained after 'finetune'")
 
 
-@app.command()
-def provision(
-    sites: list[str] = typer.Option(..., "--sites", help="Site ids (repeat the option)."),
-    out: Path = typer.Option(..., help="Folder for the CA, the SuperLink certificate and one kit per site."),
-    host: list[str] = typer.Option([], help="Extra host names/IPs for the SuperLink certificate."),
-) -> None:
-    """Make a study CA, the SuperLink TLS certificate and per-site authentication keys (private keys 0600)."""
-    from cardiacfl.provision import provision as make
+provision_app = typer.Typer(help="Study kits: the lab's and one per hospital (run at the lab).")
+app.add_typer(provision_app, name="provision")
 
-    paths = make(out, sites, hosts=tuple(host))
-    console.print(f"server kit: {paths['ca'].parent}")
-    for site, kit in paths["kits"].items():
-        console.print(f"  {site}: {kit}")
+
+@provision_app.callback(invoke_without_command=True)
+def provision(
+    ctx: typer.Context,
+    study: str = typer.Option("", help="Study name (written into every kit)."),
+    lab_address: str = typer.Option("", help="HOST[:PORT] hospitals connect to (the Fleet gateway; port 9092 by default)."),
+    sites: list[str] = typer.Option([], "--sites", help="Site ids (repeat the option)."),
+    out: Path = typer.Option(Path("kits"), help="Folder for the lab's kit and one archive per hospital."),
+) -> None:
+    """Write the lab's kit (CA, SuperLink certificate for the lab's address, site keys) and one archive per
+    hospital; re-running with more sites adds them and keeps every earlier kit valid."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not (study and lab_address and sites):
+        console.print("[red]error:[/red] --study, --lab-address and at least one --sites are required")
+        raise typer.Exit(2)
+    from cardiacfl.provision import provision_study
+
+    paths = provision_study(out, study, lab_address, sites)
+    console.print(f"lab kit (keep at the lab): {paths['lab']} (SuperLink certificate for {lab_address}"
+                  f"{'' if ':' in lab_address else ':9092'})", highlight=False)
+    for site, archive in paths["archives"].items():
+        console.print(f"  hand to {site}: {archive}", highlight=False)
+
+
+@provision_app.command("revoke")
+def provision_revoke(
+    site: str = typer.Option(..., help="The site whose key the lab stops accepting."),
+    out: Path = typer.Option(Path("kits"), help="The folder `provision` wrote."),
+) -> None:
+    """Remove a site's key from the lab's kit (refused from the lab's next start; unregistered by `lab start`)."""
+    from cardiacfl.provision import revoke
+
+    try:
+        revoke(out, site)
+    except FileNotFoundError as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"{site}: key revoked (recorded in {out / 'lab' / 'revoked.txt'})", highlight=False)
 
 
 @study_app.command("run")
@@ -255,6 +286,117 @@ def study_simulate(
     _run_with_progress(config, lambda status, update: simulate_study(
         config, work, site_configs=configs, reference_panel=reference_panel, cpus_per_site=cpus_per_site,
         status=status, progress=update))
+
+
+@lab_app.command("start")
+def lab_start(
+    kit: Path = typer.Option(..., help="The lab's kit folder (`provision` wrote it as OUT/lab)."),
+    state: Path = typer.Option(Path("lab-state"), help="Folder for logs, checkpoints, the run DB and the lab's ports."),
+    db: str = typer.Option("", help="Run database: SQLAlchemy URL or SQLite path (default: STATE/study.db)."),
+    fleet_address: str = typer.Option("", help="HOST[:PORT] to serve the Fleet API on (default: the kit's lab address)."),
+) -> None:
+    """Run the SuperLink (loopback, TLS, site authentication) and the Fleet gateway, register the kit's site
+    keys, and serve until Ctrl-C or SIGTERM."""
+    from cardiacfl.lab import start_lab_service
+
+    try:
+        start_lab_service(kit, state, db=db or None, fleet_listen=fleet_address or None,
+                          status=lambda line: console.print(line, highlight=False))
+    except (FileNotFoundError, RuntimeError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1)
+
+
+@study_app.command("submit")
+def study_submit(
+    study: Path = typer.Option(..., help="Study config."),
+    lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder."),
+    reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished study of this name."),
+) -> None:
+    """Send a study to a running lab (`lab start`)."""
+    from cardiacfl.lab import submit_study
+
+    try:
+        run_id = submit_study(lab_state, _load_study(study), reference_panel, resume=resume)
+    except (FileNotFoundError, RuntimeError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1)
+    sys.stdout.write(f"{run_id}\n")
+
+
+@study_app.command("status")
+def study_status_command(
+    lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder."),
+    follow: bool = typer.Option(False, "--follow", help="Keep printing until the study ends."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """The latest study at a running lab: status, phase and round, and Flower's run status."""
+    import json
+
+    from cardiacfl.lab import study_status
+
+    while True:
+        try:
+            snapshot = study_status(lab_state)
+        except FileNotFoundError as err:
+            console.print(f"[red]error:[/red] {err}", highlight=False)
+            raise typer.Exit(1)
+        if as_json:
+            sys.stdout.write(json.dumps(snapshot) + "\n")
+        else:
+            console.print(f"{snapshot.get('study', '-')} #{snapshot.get('id', '-')}: {snapshot.get('status', 'no study yet')}, "
+                          f"{snapshot.get('phase') or '-'} round {snapshot.get('round', 0)}/{snapshot.get('total_rounds', '?')}"
+                          f"{'; ' + snapshot['reason'] if snapshot.get('reason') else ''}", highlight=False)
+        if not follow or snapshot.get("status") in ("finished", "failed", "interrupted"):
+            break
+        time.sleep(5)
+
+
+@study_app.command("stop")
+def study_stop(lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder.")) -> None:
+    """Stop the latest submitted study at a running lab and mark it interrupted."""
+    from cardiacfl.lab import stop_study
+
+    try:
+        run_id = stop_study(lab_state)
+    except (FileNotFoundError, RuntimeError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"stopped Flower run {run_id}")
+
+
+@site_app.command("start")
+def site_start(
+    kit: Path = typer.Option(..., help="This hospital's kit archive (from the lab)."),
+    site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
+    threads: int = typer.Option(0, min=0, help="torch threads for the site's worker (0: torch's choice)."),
+) -> None:
+    """Check the data, then run this hospital's node (SuperNode + warm worker) against the lab, reconnecting
+    with backoff while the lab is unreachable, until Ctrl-C or SIGTERM."""
+    from cardiacfl.hospital import start_site
+    from sitedata.site_config import SiteConfigError
+
+    try:
+        code = start_site(kit, site_config, threads=threads or None, status=lambda line: console.print(line, highlight=False))
+    except (SiteConfigError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+@site_app.command("status")
+def site_status_command(site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config.")) -> None:
+    """The site's privacy spent (lifetime), its last rounds, and whether its node is running."""
+    from cardiacfl.hospital import site_status
+
+    status = site_status(site_config)
+    console.print(f"{status['site']}: node {status['node']}; ε spent {status.get('epsilon', float('nan')):.3f} of "
+                  f"{status['budget']:g}{'; ledger ' + status['ledger'] if 'ledger' in status else ''}", highlight=False)
+    for entry in status.get("last_rounds", []):
+        console.print(f"  {entry.get('study')} {entry.get('phase')} round {entry.get('round')}: {entry['what']}"
+                      f"{' (' + entry['reason'] + ')' if entry.get('reason') else ''}", highlight=False)
+    console.print(f"  log: {status['log']}", highlight=False)
 
 
 def _load_study(path: Path):

@@ -60,6 +60,7 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
     env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(REPO),
                FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.2",  # default 1 s: paid by every message of a round
+               PYTHONUNBUFFERED="1",  # logs reach their files as they happen
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))  # Flower starts its own helpers
     return env
 
@@ -255,7 +256,8 @@ def start_lab(processes: Processes, pki: dict, env: dict, logs: Path, *, superli
                                                    "--key", str(pki["superlink_key"])]
     processes.start("fleet gateway", [sys.executable, "-m", "cardiacfl.fleet_gateway", "--listen", fleet_listen,
                                       "--upstream", f"127.0.0.1:{superlink_port}", *gateway_tls], env, logs / "fleet-gateway.log")
-    _wait_for_port(int(fleet_listen.rpartition(":")[2]), processes)
+    host, _, port = fleet_listen.rpartition(":")
+    _wait_for_port(int(port), processes, host="127.0.0.1" if host in ("0.0.0.0", "::", "") else host.strip("[]"))
 
 
 def register_site(public_key: str, site: str, env: dict) -> int:
@@ -265,15 +267,15 @@ def register_site(public_key: str, site: str, env: dict) -> int:
     return int(reply["node-id"])
 
 
-def _wait_for_port(port: int, processes: Processes, timeout: float = 60) -> None:
+def _wait_for_port(port: int, processes: Processes, timeout: float = 60, host: str = "127.0.0.1") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         processes.check()
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            if s.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"SuperLink did not open port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f} s (see the logs)")
 
 
 class StudyInterrupted(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,9 +49,11 @@ class WorkerAddress:
 
 
 def listen(address: WorkerAddress) -> Listener:
-    """Bind the socket with a new key (the previous worker's key and socket are replaced)."""
+    """Bind the socket with a new key (a dead worker's key and socket are replaced; a live one is not)."""
     address.folder.mkdir(parents=True, exist_ok=True)
     os.chmod(address.folder, 0o700)
+    if _answers(address.socket_path):
+        raise RuntimeError(f"another worker for this site is running on {address.socket_path}: one node per site")
     key = secrets.token_bytes(32)
     fd = os.open(address.key_path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -63,6 +66,18 @@ def listen(address: WorkerAddress) -> Listener:
         os.umask(previous)
     os.replace(address.key_path.with_suffix(".tmp"), address.key_path)  # published once the socket is there
     return listener
+
+
+def _answers(path: Path) -> bool:
+    """Something accepts connections on this socket path."""
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 class WorkerUnavailable(ConnectionError):

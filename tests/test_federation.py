@@ -70,7 +70,7 @@ def test_provisioning_writes_private_keys_0600_and_a_loopback_certificate(tmp_pa
     from cardiacfl.provision import provision
 
     paths = provision(tmp_path, ["site-a", "site-b"])
-    private = [paths["superlink_key"], tmp_path / "server" / "ca.key"] + [paths["kits"][s] / f"{s}.key" for s in ("site-a", "site-b")]
+    private = [paths["superlink_key"], tmp_path / "lab" / "ca.key"] + [paths["kits"][s] / f"{s}.key" for s in ("site-a", "site-b")]
     for key in private:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
     cert = x509.load_pem_x509_certificate(paths["superlink_cert"].read_bytes())

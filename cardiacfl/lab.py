@@ -1,0 +1,137 @@
+"""The coordinating lab's side of a deployed study, from the same pieces as `study run`:
+
+- `start_lab_service`: the long-lived SuperLink (loopback only, TLS, SuperNode authentication) and the Fleet
+  gateway on the lab's address, each site key of the lab's kit registered (again at every start: the SuperLink
+  keeps its state in memory), revoked keys unregistered, logs in files. Its state folder records the ports and
+  the node id of every site, which `submit`, `status` and `stop` read.
+- `submit_study`, `study_status`, `stop_study`: a study sent to, followed on and stopped at a running lab.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from cardiacfl.deployment import (Processes, StudyPaths, flower_environment, flower_run_status, flwr, free_port,
+                                  interrupt_on_signals, register_site, start_lab, study_run_config, submit, StudyInterrupted)
+from cardiacfl.provision import split_address
+
+STATE_FILE = "lab.json"
+
+
+def _kit_paths(kit: Path) -> dict:
+    if not (kit / "ca.crt").is_file() or not (kit / "superlink.key").is_file():
+        raise FileNotFoundError(f"{kit}: not a lab kit (expected ca.crt, superlink.crt, superlink.key, site-keys/)")
+    keys = {p.stem: p for p in sorted((kit / "site-keys").glob("*.pub"))}
+    return {"ca": kit / "ca.crt", "superlink_cert": kit / "superlink.crt", "superlink_key": kit / "superlink.key",
+            "site_keys": keys}
+
+
+def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_listen: str | None = None,
+                      status: Callable[[str], None] = print, ready: Callable[[dict], None] | None = None) -> None:
+    """Run the lab until SIGINT/SIGTERM/SIGHUP; every process it started is stopped on the way out."""
+    pki = _kit_paths(kit)
+    paths = StudyPaths.under(state)
+    host, port = split_address(fleet_listen or _kit_address(kit))
+    superlink_port = free_port()
+    env = flower_environment(paths.flwr_home)
+    paths.flwr_home.mkdir(parents=True, exist_ok=True)
+    (paths.flwr_home / "config.toml").write_text(f'[superlink.study]\naddress = "127.0.0.1:{superlink_port}"\n'
+                                                 f'root-certificates = "{pki["ca"].resolve()}"\n')
+    processes = Processes()
+    try:
+        with interrupt_on_signals():
+            start_lab(processes, pki, env, paths.logs, superlink_port=superlink_port, fleet_listen=f"{host}:{port}")
+            nodes = {site: register_site(str(key), site, env) for site, key in pki["site_keys"].items()}
+            _unregister_revoked(kit, nodes, env, status)
+            record = {"superlink_port": superlink_port, "fleet": f"{host}:{port}", "db": db or str(paths.db),
+                      "checkpoints": str(paths.checkpoints), "site_nodes": nodes, "flwr_home": str(paths.flwr_home)}
+            (paths.work / STATE_FILE).write_text(json.dumps(record, indent=2))
+            status(f"lab ready: Fleet API on {host}:{port} for {', '.join(nodes) or 'no site'}; logs in {paths.logs}")
+            if ready:
+                ready(record)
+            while True:
+                processes.check(status)
+                time.sleep(1.0)
+    except (KeyboardInterrupt, StudyInterrupted):
+        status("stopping the lab")
+    finally:
+        processes.stop()
+
+
+def _kit_address(kit: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads((kit / "lab.toml").read_text())["lab"]["address"]) if (kit / "lab.toml").is_file() else "0.0.0.0"
+
+
+def _unregister_revoked(kit: Path, nodes: dict[str, int], env: dict, status: Callable[[str], None]) -> None:
+    """Sites in revoked.txt that this SuperLink still lists (registered before the revocation) are removed."""
+    revoked_file = kit / "revoked.txt"
+    if not revoked_file.is_file():
+        return
+    revoked = {line.split("\t")[0] for line in revoked_file.read_text().splitlines() if line.strip()} - set(nodes)
+    listed = json.loads(flwr(["supernode", "list", "study", "--format", "json"], env)).get("nodes", [])
+    for node in listed:
+        if node.get("owner-name") in revoked:
+            flwr(["supernode", "unregister", str(node["node-id"]), "study"], env)
+            status(f"unregistered revoked site {node['owner-name']} (node {node['node-id']})")
+
+
+def lab_record(state: Path) -> dict:
+    path = state.resolve() / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no running lab here (start one with `cardiacfl lab start`)")
+    return json.loads(path.read_text())
+
+
+def submit_study(state: Path, study, reference_panel: Path | None = None, *, resume: bool = False) -> int:
+    """Send a study to the running lab; returns Flower's run id."""
+    record = lab_record(state)
+    paths = StudyPaths.under(state)
+    paths.db = Path(record["db"]) if "://" not in record["db"] else record["db"]
+    run_config = study_run_config(study, paths, reference_panel, resume=resume, site_nodes=record["site_nodes"])
+    run_id = submit(run_config, flower_environment(Path(record["flwr_home"])))
+    runs = paths.work / "runs.json"
+    history = json.loads(runs.read_text()) if runs.is_file() else []
+    runs.write_text(json.dumps(history + [{"run_id": run_id, "study": study.name, "submitted": time.time()}], indent=2))
+    return run_id
+
+
+def study_status(state: Path) -> dict:
+    """The latest study in the lab's run database: name, status, phase, round, and Flower's own run status."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from rundb.reader import open_readonly
+    from rundb.schema import Study
+
+    record = lab_record(state)
+    with Session(open_readonly(record["db"])) as s:
+        study = s.scalars(select(Study).order_by(Study.id.desc())).first()
+        snapshot = {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
+                                             "phase": study.current_phase, "round": study.current_round,
+                                             "total_rounds": study.total_rounds, "reason": study.status_reason}
+    runs = state.resolve() / "runs.json"
+    if runs.is_file() and json.loads(runs.read_text()):
+        run_id = json.loads(runs.read_text())[-1]["run_id"]
+        snapshot["flower_run"] = {"id": run_id, "status": flower_run_status(run_id, flower_environment(Path(record["flwr_home"])))}
+    return snapshot
+
+
+def stop_study(state: Path) -> int:
+    """Stop the latest submitted run at the lab (`flwr stop`) and mark its study interrupted."""
+    from rundb.writer import RunDatabase
+
+    record = lab_record(state)
+    runs = json.loads((state.resolve() / "runs.json").read_text())
+    run_id = runs[-1]["run_id"]
+    flwr(["stop", str(run_id), "study"], flower_environment(Path(record["flwr_home"])))
+    snapshot = study_status(state)
+    if snapshot.get("status") == "running":
+        RunDatabase(record["db"]).update_study(snapshot["id"], status="interrupted", status_reason="stopped by `study stop`",
+                                               finished=time.time())
+    return run_id
+

@@ -1,0 +1,203 @@
+"""A study across hosts: a lab and three hospitals as Linux network namespaces joined by a bridge, each with its
+own address in 10.200.0.0/24, each running only its own entrypoint (`cardiacfl lab start`, `cardiacfl site
+start`). The lab's certificate names the lab's address (not localhost); a study with SecAgg+ and DP finishes;
+one hospital's link is cut mid-round and the round completes without it, shown offline on the dashboard; a host
+whose key was never registered is refused. Needs root and `ip netns` (CI has both); skipped elsewhere.
+Namespaces, links and every process are removed by name/PID even when the test fails."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
+
+from cardiacfl.deployment import descendants, is_alive
+from rundb.schema import Round, Study
+
+REPO = Path(__file__).resolve().parents[1]
+SUBNET = "10.200.0"
+HOSTS = {"lab": 1, "hospital-a": 2, "hospital-b": 3, "hospital-c": 4, "rogue": 5}
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+def _netns_available() -> bool:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = f"cflprobe{os.getpid() % 10000}"
+    try:
+        _ip("netns", "add", probe)
+        _ip("netns", "del", probe)
+        return True
+    except (subprocess.CalledProcessError, OSError):
+        return False
+
+
+class Network:
+    """A bridge and one namespace per host; names carry this process's id so parallel runs do not clash."""
+
+    def __init__(self):
+        self.tag = f"{os.getpid() % 10000}"
+        self.bridge = f"cflbr{self.tag}"
+        self.namespaces: dict[str, str] = {}
+
+    def up(self) -> None:
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("link", "set", self.bridge, "up")
+        for host, n in HOSTS.items():
+            ns, inside, outside = f"cfl{self.tag}-{n}", f"cfl{self.tag}i{n}", f"cfl{self.tag}o{n}"
+            _ip("netns", "add", ns)
+            self.namespaces[host] = ns
+            _ip("link", "add", inside, "type", "veth", "peer", "name", outside)
+            _ip("link", "set", inside, "netns", ns)
+            _ip("link", "set", outside, "master", self.bridge, "up")
+            _ip("-n", ns, "addr", "add", f"{SUBNET}.{n}/24", "dev", inside)
+            _ip("-n", ns, "link", "set", inside, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+
+    def cut(self, host: str) -> None:
+        _ip("link", "set", f"cfl{self.tag}o{HOSTS[host]}", "down")
+
+    def down(self) -> None:
+        for ns in self.namespaces.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+    def run(self, host: str, args: list[str], log: Path) -> subprocess.Popen:
+        command = ["ip", "netns", "exec", self.namespaces[host], sys.executable, "-m", "cardiacfl.cli", *args]
+        return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
+
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not _netns_available(), reason="needs root and `ip netns` (network namespaces)")]
+
+
+def _study_text(rounds: int) -> str:
+    sites = ", ".join(f'"cohort/site_configs/hospital-{s}.toml"' for s in "abc")
+    return (f'[study]\nname = "across-hosts"\npreset = "tiny"\nsites = [{sites}]\ndp = true\n\n'
+            f'[secagg]\nenabled = true\ntimeout_s = 300\n\n'
+            f'[[phase]]\nname = "finetune"\nrounds = {rounds}\nlocal_epochs = 1\nmin_sites = 2\n')
+
+
+def _rounds(db: Path) -> dict[int, Round]:
+    try:
+        with Session(create_engine(f"sqlite:///{db}")) as s:
+            return {r.server_round: r for r in s.scalars(select(Round))}
+    except Exception:  # not created yet
+        return {}
+
+
+def _wait(condition, timeout: float, what: str, processes: dict) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        dead = [name for name, p in processes.items() if p.poll() is not None and name != "rogue"]
+        assert not dead, f"{dead} exited while waiting for {what}"
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM each entrypoint (it stops what it started), then SIGKILL whatever of their trees is left."""
+    trees = {name: [p.pid, *descendants(p.pid)] for name, p in processes.items()}
+    for p in processes.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in processes.values():
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    for tree in trees.values():
+        for pid in tree:
+            if is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, tiny_cohort_template):
+    from cardiacfl.provision import provision_study
+
+    shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
+    (tmp_path / "study.toml").write_text(_study_text(rounds=4))
+    lab_address = f"{SUBNET}.{HOSTS['lab']}:9092"
+    kits = tmp_path / "kits"
+    provision_study(kits, "across-hosts", lab_address, ["hospital-a", "hospital-b", "hospital-c"])
+    network, processes = Network(), {}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    try:
+        network.up()
+        state = tmp_path / "lab-state"
+        processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--state", str(state)], logs / "lab.log")
+        _wait(lambda: (state / "lab.json").is_file(), 90, "the lab", processes)
+        # A stranger: a key from the same CA that the lab never registered (provisioned after the lab started).
+        provision_study(kits, "across-hosts", lab_address, ["rogue"])
+        shutil.copytree(tmp_path / "cohort" / "hospital-c", tmp_path / "cohort" / "rogue")
+        rogue_config = tmp_path / "cohort" / "site_configs" / "rogue.toml"
+        rogue_config.write_text((tmp_path / "cohort" / "site_configs" / "hospital-c.toml").read_text()
+                                .replace('id = "hospital-c"', 'id = "rogue"').replace("../hospital-c", "../rogue"))
+        for site in ("hospital-a", "hospital-b", "hospital-c", "rogue"):
+            config = tmp_path / "cohort" / "site_configs" / f"{site}.toml"
+            processes[site] = network.run(site, ["site", "start", "--kit", str(kits / "kits" / f"{site}.tar.gz"),
+                                                 "--site-config", str(config), "--threads", "1"], logs / f"{site}.log")
+        node_logs = [tmp_path / "cohort" / site / ".cardiacfl-state" / "logs" / "site-node.log" for site in
+                     ("hospital-a", "hospital-b", "hospital-c")]
+        _wait(lambda: all(log.is_file() and "SuperNode ID" in log.read_text(errors="replace") for log in node_logs),
+              240, "the three hospitals to connect", processes)
+        submitted = subprocess.run(["ip", "netns", "exec", network.namespaces["lab"], sys.executable, "-m", "cardiacfl.cli",
+                                    "study", "submit", "--study", str(tmp_path / "study.toml"), "--lab-state", str(state)],
+                                   cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        db = state / "study.db"
+        _wait(lambda: 2 in _rounds(db), 400, "round 2 to start", processes)
+        network.cut("hospital-b")
+        cut_at = time.time()
+        _wait(lambda: _study_done(db), 600, "the study to finish", processes)
+        rounds = _rounds(db)
+    finally:
+        _stop(processes)
+        network.down()
+        for name in processes:
+            print(f"--- {name} log (tail) ---\n{(logs / f'{name}.log').read_text()[-1500:]}")
+
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((kits / "lab" / "superlink.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert f"{SUBNET}.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert sorted(rounds) == [1, 2, 3, 4]
+    assert sorted(rounds[1].participants["trained"]) == ["hospital-a", "hospital-b", "hospital-c"]
+    assert sorted(rounds[4].participants["trained"]) == ["hospital-a", "hospital-c"]
+    assert "rogue" not in str([r.participants for r in rounds.values()])
+    dropout = [r for r in rounds.values() if "hospital-b" in r.participants.get("dropped", [])]
+    assert dropout, [r.participants for r in rounds.values()]
+    normal = min(r.seconds for r in rounds.values() if r.server_round != dropout[0].server_round)
+    print(f"rounds (s): {[round(rounds[i].seconds, 1) for i in sorted(rounds)]}; link cut {cut_at - rounds[2].started:.1f} s "
+          f"into round 2; the dropout round took {dropout[0].seconds - normal:.1f} s more than the fastest other round")
+    assert "the lab refused this node: its key is not registered there" in (logs / "rogue.log").read_text().replace("\n", " ")
+
+    from dashboard import data
+
+    url = f"sqlite:///{db}"
+    with Session(create_engine(url)) as s:
+        study_id = s.scalars(select(Study.id)).one()
+    health = data.site_health(url, study_id).set_index("site")
+    assert health.loc["hospital-b", "state"] == "offline"
+
+
+def _study_done(db: Path) -> bool:
+    try:
+        with Session(create_engine(f"sqlite:///{db}")) as s:
+            study = s.scalars(select(Study)).first()
+            return study is not None and study.status in ("finished", "failed", "interrupted")
+    except Exception:
+        return False
