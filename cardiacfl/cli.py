@@ -301,7 +301,7 @@ def lab_start(
 
     try:
         start_lab_service(kit, state, db=db or None, fleet_listen=fleet_address or None,
-                          status=lambda line: console.print(line, highlight=False))
+                          status=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except (FileNotFoundError, RuntimeError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(1)
@@ -378,7 +378,8 @@ def site_start(
     from sitedata.site_config import SiteConfigError
 
     try:
-        code = start_site(kit, site_config, threads=threads or None, status=lambda line: console.print(line, highlight=False))
+        code = start_site(kit, site_config, threads=threads or None,
+                          status=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except (SiteConfigError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(2)

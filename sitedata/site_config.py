@@ -8,6 +8,7 @@ config without reading code. Unknown keys are errors too: a typo must not silent
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,12 @@ class SiteConfig:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
 
+    state_root: Path | None = None  # from `site.state_dir` or $CARDIACFL_STATE_DIR/<site>; None: inside data_root
+
     @property
     def state_dir(self) -> Path:
         """Site state that must outlive caches and runs (the privacy ledger); never deleted by the software."""
-        return self.data_root / ".cardiacfl-state"
+        return self.state_root or self.data_root / ".cardiacfl-state"
 
     @property
     def ledger_path(self) -> Path:
@@ -86,7 +89,8 @@ class SiteConfig:
 
     @property
     def ledger_copy_path(self) -> Path:
-        return (self.data_root / self.privacy.ledger_copy).resolve()
+        """The second copy: relative to data_root, or (with a state folder apart from read-only data) to it."""
+        return ((self.state_root or self.data_root) / self.privacy.ledger_copy).resolve()
 
 
 def read_toml(path: Path, error: type[ValueError], what: str) -> dict:
@@ -109,7 +113,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     check = _Checker(path)
     check.known_keys(raw, "", {"site", "ecg", "cmr", "privacy", "training"})
     site = check.table(raw, "site", required=True)
-    check.known_keys(site, "site", {"id", "data_root", "manifest", "modalities", "cache_dir"})
+    check.known_keys(site, "site", {"id", "data_root", "manifest", "modalities", "cache_dir", "state_dir"})
 
     site_id = check.value(site, "site.id", str, required=True)
     if not site_id or not all(c.isalnum() or c in "-_" for c in site_id):
@@ -117,7 +121,12 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     base = path.parent.resolve()
     data_root = (base / check.value(site, "site.data_root", str, required=True)).resolve()
     manifest = data_root / check.value(site, "site.manifest", str, default="manifest.csv")
-    cache_dir = data_root / check.value(site, "site.cache_dir", str, default=".cache")
+    # Data may be mounted read-only (a container): the state (ledger, worker socket, logs) and the cache then live
+    # in `site.state_dir`, or under $CARDIACFL_STATE_DIR/<site id> when the config does not name one.
+    state_value = check.value(site, "site.state_dir", str, default="")
+    from_env = os.environ.get("CARDIACFL_STATE_DIR", "")
+    state_root = (base / state_value).resolve() if state_value else (Path(from_env) / site_id).resolve() if from_env else None
+    cache_dir = (state_root or data_root) / check.value(site, "site.cache_dir", str, default=".cache")
     modalities = tuple(check.value(site, "site.modalities", list, default=["ecg", "cmr"]))
     if "ecg" not in modalities or not set(modalities) <= set(MODALITIES):
         check.fail("site.modalities", "a list containing 'ecg' and optionally 'cmr'", modalities)
@@ -159,7 +168,7 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
 
     return SiteConfig(
         path=path, site_id=site_id, data_root=data_root, manifest=manifest, cache_dir=cache_dir,
-        modalities=modalities, ecg=ecg, cmr=cmr, privacy=privacy, training=training,
+        modalities=modalities, ecg=ecg, cmr=cmr, privacy=privacy, training=training, state_root=state_root,
     )
 
 
