@@ -43,6 +43,7 @@ class OpacusPrivatizer:
             module=objective, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
             max_grad_norm=self.max_grad_norm, poisson_sampling=self.poisson_sampling,
             grad_sample_mode=self.grad_sample_mode, noise_generator=self.noise_generator)
+        _empty_batch_template(loader)
         return self.module, optimizer, loader
 
     @property
@@ -55,6 +56,17 @@ class OpacusPrivatizer:
         if self.module is not None:
             self.module._close()
             self.module = None
+
+
+def _empty_batch_template(loader) -> None:
+    """Opacus 1.6 makes an empty *first* Poisson batch from the items of dataset[0]; for samples that are dicts
+    that fails (`torch.zeros(dtype=dict)`), and a small site lost the round. Its collator makes every later empty
+    batch from the first batch's structure, so it gets one sample's batch as that template (only shapes and
+    dtypes are used: the empty batch holds no data)."""
+    collate = getattr(loader, "collate_fn", None)
+    if getattr(collate, "first_batch", False) is None and len(loader.dataset):
+        sample = [loader.dataset[0]]
+        collate.first_batch = collate.wrapped_collator_fn(sample) if collate.wrapped_collator_fn else sample
 
 
 def entropy_generator() -> torch.Generator:
