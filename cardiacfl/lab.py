@@ -91,7 +91,7 @@ def submit_study(state: Path, study, reference_panel: Path | None = None, *, res
     """Send a study to the running lab; returns Flower's run id."""
     record = lab_record(state)
     paths = StudyPaths.under(state)
-    paths.db = Path(record["db"]) if "://" not in record["db"] else record["db"]
+    paths.db = record["db"]  # a path or an SQLAlchemy URL: the ServerApp takes either
     run_config = study_run_config(study, paths, reference_panel, resume=resume, site_nodes=record["site_nodes"])
     run_id = submit(run_config, flower_environment(Path(record["flwr_home"])))
     runs = paths.work / "runs.json"
