@@ -30,6 +30,24 @@ def _children(pid: int) -> dict[int, str]:
     return commands
 
 
+def _stop_tree(cli: subprocess.Popen) -> None:
+    """Cleanup when a test fails midway: SIGTERM `study run` (it stops what it started, in order), then SIGKILL
+    whatever of its process tree is left (its children run in sessions of their own and would outlive it)."""
+    from cardiacfl.deployment import descendants
+
+    tree = descendants(cli.pid)
+    if cli.poll() is None:
+        cli.send_signal(signal.SIGTERM)
+        try:
+            cli.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            cli.wait()
+    for pid in tree:
+        if is_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _commands_naming(path: Path) -> dict[int, str]:
     """Live processes whose command line names `path` (this test's own folder)."""
     found = {}
@@ -90,8 +108,7 @@ def test_sigterm_stops_every_started_process_and_marks_the_study_interrupted(tmp
         study = _study(tmp_path / "run" / "study.db")
         assert study.status == "interrupted" and "SIGTERM" in study.status_reason
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        _stop_tree(cli)
 
 
 @pytest.mark.slow
@@ -111,8 +128,7 @@ def test_a_killed_serverapp_is_noticed_and_the_study_marked_failed(tmp_path, tin
         assert study.status == "failed" and "ServerApp process exited" in study.status_reason
         assert noticed < 30, f"noticed {noticed:.0f} s after the kill"
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        _stop_tree(cli)
 
 
 def _rounds(db: Path):
@@ -153,8 +169,7 @@ def test_resume_goes_on_from_the_last_round_in_the_same_study_row(tmp_path, tiny
         os.kill(serverapp, signal.SIGKILL)
         cli.wait(timeout=60)
     finally:
-        if cli.poll() is None:
-            cli.kill()
+        _stop_tree(cli)
     studies, before = _rounds(tmp_path / "run" / "study.db")
     assert [s.status for s in studies] == ["failed"]
     finished_before = [r for r in before if r[3]]

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from rundb.schema import Round, Study
-from tests.test_clean_stops import _children
+from tests.test_clean_stops import _children, _stop_tree
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,9 +59,7 @@ def test_a_site_killed_mid_round_costs_about_one_heartbeat(tmp_path, tiny_cohort
                 pass
         assert cli.wait(timeout=600) == 0, (tmp_path / "cli.log").read_text()[-3000:]
     finally:
-        if cli.poll() is None:
-            cli.send_signal(signal.SIGTERM)
-            cli.wait(timeout=60)
+        _stop_tree(cli)
 
     rounds = {r.server_round: r for r in _rounds(db)}
     assert sorted(rounds) == [1, 2, 3]
