@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +29,14 @@ def write_site(root: Path, records: int) -> Path:
     t = np.arange(5000) / 500
     signal = np.stack([0.8 * np.sin(2 * np.pi * 1.2 * t + i) + 0.02 * rng.standard_normal(5000) for i in range(12)])
     write_wfdb(template, signal, 500, list(LEADS), "16", [])
+    header, samples = template.with_suffix(".hea").read_bytes(), template.with_suffix(".dat").read_bytes()
     site = root / "archive"
     rows = []
     for i in range(records):
         folder = site / "files" / f"p{i // 1000:04d}" / f"s{i}"
         folder.mkdir(parents=True, exist_ok=True)
-        for suffix in (".hea", ".dat"):
-            text = (template.with_suffix(suffix)).read_bytes()
-            if suffix == ".hea":
-                text = text.replace(b"rec", f"r{i}".encode())
-            (folder / f"r{i}{suffix}").write_bytes(text)
+        (folder / f"r{i}.hea").write_bytes(header.replace(b"rec", f"r{i}".encode()))
+        (folder / f"r{i}.dat").write_bytes(samples)
         rows.append({"subject_id": str(i), "ecg_path": f"files/p{i // 1000:04d}/s{i}/r{i}", "split": "train"})
     with (site / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["subject_id", "ecg_path", "split"])
@@ -62,7 +59,6 @@ def main() -> None:
             site = prepare_site(config)
             timings[run] = time.perf_counter() - start
             assert len(site.subjects) == args.records, site.report.problems[:3]
-        shutil.rmtree(config.cache_dir, ignore_errors=True)
     for run, seconds in timings.items():
         print(f"{run:9s} {args.records} records in {seconds:7.1f} s: {1000 * seconds / args.records:6.2f} ms per record")
     print(f"cache speed-up {timings['uncached'] / timings['cached']:.1f}x")

@@ -110,6 +110,11 @@ def run_config(work: Path, study: Path) -> dict:
             K.PREPARE_S: sum(prepare) / max(len(prepare), 1)}
 
 
+def after_first(values: list) -> list:
+    """The rounds that count: all but the first, which also pays for start-up (all of them when there is one)."""
+    return values[1:] or values
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[3, 5])
@@ -135,18 +140,16 @@ def main() -> None:
                 study_toml(study, [cohort / c.relative_to(tmp / "cohort") for c in configs[:n]], secagg, args.rounds, args.preset)
                 r = run_config((args.keep or tmp) / f"work-{n}-{secagg}", study)
                 results[(n, secagg)] = r
-                rounds = r["round_s"][1:] or r["round_s"]  # the first round also pays for start-up
+                rounds = after_first(r["round_s"])
                 mean = sum(rounds) / len(rounds)
                 print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
                       f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
-                later = slice(1, None) if len(r["round_s"]) > 1 else slice(None)
-                routing = [t - site for t, site in zip(r["round_s"][later], r["slowest_site_s"][later])]
+                routing = [t - site for t, site in zip(rounds, after_first(r["slowest_site_s"]))]
                 print(f"      training message, per site (mean): ClientApp process start -> handler {r[K.STARTUP_S]:.1f} s, "
                       f"the site's work {r[K.WORK_S]:.1f} s (of it: set-up {r[K.PREPARE_S]:.1f} s); Flower's routing "
                       f"(round minus the slowest site's ClientApp start + work) {sum(routing) / len(routing):.1f} s per round",
                       flush=True)
-            plain = results[(n, False)]["round_s"][1:] or results[(n, False)]["round_s"]
-            secure = results[(n, True)]["round_s"][1:] or results[(n, True)]["round_s"]
+            plain, secure = after_first(results[(n, False)]["round_s"]), after_first(results[(n, True)]["round_s"])
             print(f"{n} sites: SecAgg+ / plain round time = {(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}")
 
 

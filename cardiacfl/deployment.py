@@ -21,6 +21,7 @@ from typing import Callable
 
 from cardiacfl.provision import provision
 from server.study_config import StudyConfig
+from shared_models import flower_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def flower_environment(flwr_home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(FLWR_HOME=str(flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1", PYTHONPATH=str(REPO),
-               FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.2",  # default 1 s: paid by every message of a round
+               FLWR_SUPEREXEC_TASK_POLL_INTERVAL=str(flower_timing.SUPEREXEC_POLL_S),
                PYTHONUNBUFFERED="1",  # logs reach their files as they happen
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))  # Flower starts its own helpers
     return env

@@ -22,6 +22,11 @@ NEVER_SENDS = ("ECGs, images, the manifest, subject identifiers, per-patient pre
                "the DP noise")
 
 
+def node_log(config) -> Path:
+    """Where `site start` writes the site node's log (SuperNode, worker, ClientApps)."""
+    return config.state_dir / "logs" / "site-node.log"
+
+
 def unpack_kit(archive: Path, site_id: str, state_dir: Path) -> dict:
     """The kit's files in `<state>/kit` (folder 0700, key 0600); refuses another site's kit."""
     target = state_dir / "kit"
@@ -59,18 +64,17 @@ def start_site(kit_archive: Path, site_config: Path, *, threads: int | None = No
         "--superlink", kit["lab_address"], "--port", str(free_port()), "--root-certificates", str(kit["ca"]),
         "--auth-supernode-private-key", str(kit["key"]), "--max-retries", "0"])
     env = flower_environment(config.state_dir / "flwr-home")
-    logs = config.state_dir / "logs"
     backoff = 1.0
     processes = Processes()
     try:
         with interrupt_on_signals():
             while True:
                 started = time.monotonic()
-                node = processes.start("site node", command, env, logs / "site-node.log")
+                node = processes.start("site node", command, env, node_log(config))
                 code = node.wait()
                 processes.running.clear()
                 backoff = 1.0 if time.monotonic() - started > 120 else min(2 * backoff, max_backoff_s)
-                status(f"site node exited with code {code} ({_why(logs / 'site-node.log')}); reconnecting in {backoff:.0f} s")
+                status(f"site node exited with code {code} ({_why(node_log(config))}); reconnecting in {backoff:.0f} s")
                 time.sleep(backoff)
     except (KeyboardInterrupt, StudyInterrupted):
         status("stopping the site node")
@@ -111,6 +115,6 @@ def site_status(site_config: Path) -> dict:
         out["node"] = "running"
     except WorkerUnavailable:
         out["node"] = "not running"
-    out["log"] = str(config.state_dir / "logs" / "site-node.log")
+    out["log"] = str(node_log(config))
     return out
 

@@ -115,8 +115,9 @@ def study_status(state: Path) -> dict:
                                              "phase": study.current_phase, "round": study.current_round,
                                              "total_rounds": study.total_rounds, "reason": study.status_reason}
     runs = state.resolve() / "runs.json"
-    if runs.is_file() and json.loads(runs.read_text()):
-        run_id = json.loads(runs.read_text())[-1]["run_id"]
+    submitted = json.loads(runs.read_text()) if runs.is_file() else []
+    if submitted:
+        run_id = submitted[-1]["run_id"]
         snapshot["flower_run"] = {"id": run_id, "status": flower_run_status(run_id, flower_environment(Path(record["flwr_home"])))}
     return snapshot
 

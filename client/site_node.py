@@ -98,7 +98,7 @@ def main() -> None:
     sys.argv = ["flower-supernode", *passthrough, "--node-config", node_config(site_config, worker_address)]
     from flwr.supernode.cli import flower_supernode
 
-    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")  # inherited by the SuperExec it starts
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(flower_timing.SUPEREXEC_POLL_S))  # for its SuperExec
     flower_supernode()
 
 

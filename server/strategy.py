@@ -56,10 +56,14 @@ class StudyRecorder:
             return site, None
         site = self.node_sites.get(node_id)
         if site is None:
-            return f"node-{node_id}", f"node {node_id} is not a registered site"
+            return self.site_of(node_id), f"node {node_id} is not a registered site"
         if claimed and claimed != site:
             return site, f"reply claims to be {claimed!r} but came from {site!r}'s node"
         return site, None
+
+    def site_of(self, node_id: int) -> str:
+        """The name a node's replies are recorded under: its site, or `node-<id>` for a node no site owns."""
+        return self.node_site.get(node_id, f"node-{node_id}")
 
     def epsilon_flags(self, site: str, metrics: dict) -> str | None:
         """Remember the site's lifetime ε; a value lower than before means its ledger was reset or replaced."""
@@ -135,11 +139,8 @@ class StudyRounds:
         config = self.round_config(server_round)
         asked = [(proxy, FitIns(fit.parameters, {**fit.config, **config})) for proxy, fit in instructions
                  if recorder.node_site.get(proxy.node_id) not in recorder.declined_sites]
-        self.asked[server_round] = {self._site_of(proxy.node_id) for proxy, _ in asked}
+        self.asked[server_round] = {recorder.site_of(proxy.node_id) for proxy, _ in asked}
         return asked
-
-    def _site_of(self, node_id: int) -> str:
-        return self.recorder.node_site.get(node_id, f"node-{node_id}")
 
     def dropped(self, flower_round: int, replied: set[str]) -> list[str]:
         """Sites asked to train this round that sent no reply (dead, unreachable, or failed in a stage)."""
@@ -178,7 +179,7 @@ class StudyRounds:
                 trained.append(site)
         participants = {"trained": trained, "declined": declined, "failed": len(failures) + len(rejected),
                         "rejected": rejected, "flags": flags,
-                        "dropped": self.dropped(flower_round, {self._site_of(proxy.node_id) for proxy, _ in results})}
+                        "dropped": self.dropped(flower_round, {recorder.site_of(proxy.node_id) for proxy, _ in results})}
         seconds = time.time() - self.round_started.get(flower_round, time.time())
         if outcome is not None:
             recorder.db.upsert_round(recorder.study_id, phase, server_round, seconds=seconds,

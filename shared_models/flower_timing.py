@@ -18,6 +18,7 @@ import types
 
 POLL_S = 0.5  # SuperNode idle pull and grid reply pull: 2 requests/s per site instead of one per 3 s
 HEARTBEAT_S = 10.0  # the smallest interval the SuperLink accepts
+SUPEREXEC_POLL_S = 0.2  # FLWR_SUPEREXEC_TASK_POLL_INTERVAL (Flower's own setting; default 1 s, paid by every message)
 
 
 class _CappedSleepTime(types.SimpleNamespace):

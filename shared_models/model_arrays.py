@@ -11,10 +11,15 @@ from torch import nn
 
 
 @cache
-def state_names(preset: str) -> tuple[str, ...]:
+def state_layout(preset: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, shape) of every tensor of the preset's model, in `state_dict` order."""
     from shared_models.cardiacnets import build_model
 
-    return tuple(build_model(preset).state_dict())
+    return tuple((name, tuple(value.shape)) for name, value in build_model(preset).state_dict().items())
+
+
+def state_names(preset: str) -> tuple[str, ...]:
+    return tuple(name for name, _ in state_layout(preset))
 
 
 def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
@@ -27,15 +32,9 @@ def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Modul
 
 
 
-@cache
-def state_shapes(preset: str) -> tuple[tuple[int, ...], ...]:
-    from shared_models.cardiacnets import build_model
-
-    return tuple(tuple(v.shape) for v in build_model(preset).state_dict().values())
-
-
 def unpack_state(packed: list[np.ndarray], preset: str) -> dict[str, np.ndarray]:
     """The global weights a Flower message carries (shared_models/wire.py), by name."""
     from shared_models.wire import unpack
 
-    return dict(zip(state_names(preset), unpack(packed, list(state_shapes(preset)))))
+    layout = state_layout(preset)
+    return dict(zip((name for name, _ in layout), unpack(packed, [shape for _, shape in layout])))

@@ -31,7 +31,7 @@ def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: 
     if stack.ndim != 3 or stack.shape[0] < 2:
         raise CmrError(f"a cine needs at least 2 time frames of 2D images, got array of shape {stack.shape}")
     if stack.shape[0] < settings.min_source_frames:
-        raise CmrError(f"only {stack.shape[0]} time frames; a cine needs at least {settings.min_source_frames} "
+        raise CmrError(f"only {stack.shape[0]} time points; a cine needs at least {settings.min_source_frames} "
                        f"(cmr.min_source_frames); fewer would be interpolated into frames that were never acquired")
     if not np.isfinite(stack).all():
         raise CmrError("image contains NaN or infinite values")

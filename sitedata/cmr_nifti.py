@@ -35,9 +35,6 @@ def read_nifti_slice(path: Path, settings: CmrSettings) -> tuple[np.ndarray, tup
     n_slices, n_frames = shape[2], shape[3]
     if n_frames < 2:
         raise CmrError(f"{path.name}: {n_frames} time frame(s); a cine needs at least 2 (shape {image.shape})")
-    if n_frames < settings.min_source_frames:
-        raise CmrError(f"{path.name}: only {n_frames} time points; a cine needs at least {settings.min_source_frames} "
-                       f"(cmr.min_source_frames)")
     warnings = _time_resolution_warnings(image, settings)
 
     slice_index = pick_slice_index(n_slices, settings.slice_position)

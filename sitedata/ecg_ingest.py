@@ -60,7 +60,7 @@ def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
 
     source = np.zeros((len(LEADS), n_windows * source_window), dtype=np.float64)
     masks = np.zeros((n_windows, len(LEADS)), dtype=bool)
-    flags: dict[str, str] = {}  # "lead" or "lead (window k)" -> why it is masked
+    window_flags: list[dict[str, str]] = [{} for _ in range(n_windows)]  # per window: lead -> why it is masked
     for i, lead in enumerate(LEADS):
         if leads[i] is None:
             continue
@@ -69,7 +69,7 @@ def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
             part = values[w * source_window:(w + 1) * source_window]
             problem = _lead_problem(part, lead_limits[i])
             if problem:
-                flags[lead if n_windows == 1 else f"{lead} (window {w + 1})"] = problem
+                window_flags[w][lead] = problem
                 continue  # left at zero: garbage must not ring through the filters into its neighbours
             source[i, w * source_window:(w + 1) * source_window] = part
             masks[w, i] = True
@@ -77,7 +77,7 @@ def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
     kept, dropped = [], {}
     for w in range(n_windows):
         try:
-            _check_enough_leads(masks[w], {k: v for k, v in flags.items() if _in_window(k, w, n_windows)}, settings, missing)
+            _check_enough_leads(masks[w], window_flags[w], settings, missing)
             kept.append(w)
         except EcgError as err:
             if n_windows == 1:
@@ -86,6 +86,8 @@ def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
     if not kept:
         raise EcgError(f"no window of the record is usable: {'; '.join(f'window {w}: {why}' for w, why in dropped.items())}")
 
+    flags = {lead if n_windows == 1 else f"{lead} (window {w + 1})": why  # for the report
+             for w, flagged in enumerate(window_flags) for lead, why in flagged.items()}
     present = masks.any(axis=0)
     resampled = resample(source[present], fs, settings.sampling_rate_hz)
     filtered = remove_baseline_wander(resampled, settings.sampling_rate_hz, settings.highpass_hz)
@@ -109,10 +111,6 @@ def read_ecg(record_path: str | Path, settings: EcgSettings) -> list[EcgSample]:
             },
         ))
     return samples
-
-
-def _in_window(flag: str, w: int, n_windows: int) -> bool:
-    return n_windows == 1 or flag.endswith(f"(window {w + 1})")
 
 
 def resample(x: np.ndarray, source_hz: float, target_hz: float) -> np.ndarray:

@@ -124,7 +124,9 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, tiny_cohort_template):
+    from cardiacfl.hospital import node_log
     from cardiacfl.provision import provision_study
+    from sitedata.site_config import load_site_config
 
     shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
     (tmp_path / "study.toml").write_text(_study_text(rounds=4))
@@ -149,8 +151,8 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
             config = tmp_path / "cohort" / "site_configs" / f"{site}.toml"
             processes[site] = network.run(site, ["site", "start", "--kit", str(kits / "kits" / f"{site}.tar.gz"),
                                                  "--site-config", str(config), "--threads", "1"], logs / f"{site}.log")
-        node_logs = [tmp_path / "cohort" / site / ".cardiacfl-state" / "logs" / "site-node.log" for site in
-                     ("hospital-a", "hospital-b", "hospital-c")]
+        node_logs = [node_log(load_site_config(tmp_path / "cohort" / "site_configs" / f"{site}.toml"))
+                     for site in ("hospital-a", "hospital-b", "hospital-c")]
         _wait(lambda: all(log.is_file() and "SuperNode ID" in log.read_text(errors="replace") for log in node_logs),
               240, "the three hospitals to connect", processes)
         submitted = subprocess.run(["ip", "netns", "exec", network.namespaces["lab"], sys.executable, "-m", "cardiacfl.cli",
