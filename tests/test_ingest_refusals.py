@@ -153,3 +153,13 @@ def test_pydicom_warnings_go_to_the_report_not_stderr(tmp_path, capsys):
     clip = read_cmr(folder, SETTINGS)
     assert any("exceeds the maximum length of 64 allowed for VR LO" in w for w in clip.meta["warnings"])
     assert "exceeds the maximum length" not in capsys.readouterr().err
+
+
+def test_a_palette_colour_image_is_not_a_greyscale_mr_frame(tmp_path):
+    folder = _series_from("MR_small.dcm", tmp_path / "palette")
+    for file in folder.iterdir():
+        ds = pydicom.dcmread(file)
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+        ds.save_as(file)
+    with pytest.raises(CmrError, match="PALETTE COLOR image: expected a greyscale"):
+        read_cmr(folder, SETTINGS)

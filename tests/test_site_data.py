@@ -211,3 +211,17 @@ def test_a_torn_cache_entry_is_decoded_again(tiny_cohort):
     assert [s.subject_id for s in again.subjects] == [s.subject_id for s in first.subjects]
     assert all(again.ecg(s).shape == first.ecg(s).shape for s in again.subjects)
     assert torn.stat().st_size > 0  # written again
+
+
+def test_reduced_lead_records_are_reported_with_the_leads_they_have(tiny_cohort):
+    """The report names what a reduced-lead record holds and what is masked."""
+    b = tiny_cohort / "hospital-b"
+    row = _rows(b)[0]
+    eight = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]
+    write_wfdb(b / row["ecg_path"], np.random.default_rng(2).normal(0, 0.3, (8, 10000)), 1000, eight, "16", [])
+    config_path = tiny_cohort / "site_configs" / "hospital-b.toml"
+    config_path.write_text(config_path.read_text().replace("allow_reduced_leads = false", "allow_reduced_leads = true"))
+    report = prepare_site(load_site_config(config_path)).report
+    lines = [p for p in _reasons(report, row["subject_id"]) if p.reason.startswith("reduced-lead record")]
+    assert len(lines) == 1 and lines[0].severity == "warning"
+    assert lines[0].reason == "reduced-lead record: has I, II, V1, V2, V3, V4, V5, V6 (8 of 12); III, aVR, aVL, aVF masked"
