@@ -19,6 +19,8 @@ site_app = typer.Typer(help="A hospital's node and its own state (runs on site).
 app.add_typer(site_app, name="site")
 lab_app = typer.Typer(help="The coordinating lab's long-lived server (runs at the lab).", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
+rundb_app = typer.Typer(help="The lab's run database (SQLite file or PostgreSQL).", no_args_is_help=True)
+app.add_typer(rundb_app, name="rundb")
 ledger_app = typer.Typer(help="The site's lifetime privacy ledger.", no_args_is_help=True)
 site_app.add_typer(ledger_app, name="ledger")
 console = Console(stderr=True)
@@ -294,17 +296,52 @@ def lab_start(
     state: Path = typer.Option(Path("lab-state"), help="Folder for logs, checkpoints, the run DB and the lab's ports."),
     db: str = typer.Option("", help="Run database: SQLAlchemy URL or SQLite path (default: STATE/study.db)."),
     fleet_address: str = typer.Option("", help="HOST[:PORT] to serve the Fleet API on (default: the kit's lab address)."),
+    db_reader: str = typer.Option("", help="PostgreSQL role the dashboard connects as: granted read-only access."),
 ) -> None:
     """Run the SuperLink (loopback, TLS, site authentication) and the Fleet gateway, register the kit's site
-    keys, and serve until Ctrl-C or SIGTERM."""
+    keys, and serve until Ctrl-C or SIGTERM. The run database is created or upgraded first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cardiacfl.lab import start_lab_service
 
     try:
-        start_lab_service(kit, state, db=db or None, fleet_listen=fleet_address or None,
+        start_lab_service(kit, state, db=db or None, fleet_listen=fleet_address or None, db_reader=db_reader or None,
                           status=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    except (FileNotFoundError, RuntimeError) as err:
+    except (FileNotFoundError, RuntimeError, ValueError, SQLAlchemyError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(1)
+
+
+@rundb_app.command("upgrade")
+def rundb_upgrade(db: str = typer.Option(..., help="Run database: SQLAlchemy URL or SQLite path.")) -> None:
+    """Create the run database's tables or bring an older database up to the newest schema, in place."""
+    from rundb.engine import create_run_engine
+    from rundb.migrate import upgrade_to_head
+    from rundb.url import display_url
+
+    engine = create_run_engine(db)
+    try:
+        console.print(f"{display_url(db)} is at schema revision {upgrade_to_head(engine)}", highlight=False)
+    finally:
+        engine.dispose()
+
+
+@rundb_app.command("grant-reader")
+def rundb_grant_reader(
+    db: str = typer.Option(..., help="PostgreSQL URL, connected as the tables' owner (password: CARDIACFL_DB_PASSWORD_FILE)."),
+    role: str = typer.Option("cardiacfl_dashboard", help="The dashboard's database role."),
+    password_file: Path = typer.Option(None, help="Create the role (or reset its password) with this file's password."),
+) -> None:
+    """Give the dashboard's role SELECT on every run-database table (and on tables added later), nothing more."""
+    from rundb.access import grant_reader
+
+    try:
+        password = password_file.read_text().strip() if password_file else None
+        url = grant_reader(db, role, password)
+    except (OSError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"role {role} may read the run database: start the dashboard with --db {url}", highlight=False)
 
 
 @study_app.command("submit")

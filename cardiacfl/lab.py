@@ -29,11 +29,36 @@ def _kit_paths(kit: Path) -> dict:
             "site_keys": keys}
 
 
+def prepare_run_database(db: str, *, reader_role: str | None = None) -> str:
+    """Create or upgrade the run database before any study, so that a wrong URL, password or privilege fails
+    the lab's start and not a study's first round; then give the dashboard's role read-only access."""
+    from sqlalchemy.engine import make_url
+
+    from rundb.access import grant_reader
+    from rundb.engine import PASSWORD_FILE_ENV
+    from rundb.url import database_url, display_url
+    from rundb.writer import RunDatabase
+
+    if make_url(database_url(db)).password:
+        # The URL travels in the study's run config, and Flower hands a run's config to every SuperNode.
+        raise RuntimeError(f"{display_url(db)}: keep the database password out of the URL (the sites can read a "
+                           f"study's run config); put it in a file and name it with {PASSWORD_FILE_ENV}")
+    RunDatabase(db).engine.dispose()
+    if reader_role:
+        grant_reader(db, reader_role)
+    return display_url(db)
+
+
 def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_listen: str | None = None,
-                      status: Callable[[str], None] = print, ready: Callable[[dict], None] | None = None) -> None:
+                      db_reader: str | None = None, status: Callable[[str], None] = print,
+                      ready: Callable[[dict], None] | None = None) -> None:
     """Run the lab until SIGINT/SIGTERM/SIGHUP; every process it started is stopped on the way out."""
     pki = _kit_paths(kit)
     paths = StudyPaths.under(state)
+    paths.work.mkdir(parents=True, exist_ok=True)
+    db = db or str(paths.db)
+    status(f"run database {prepare_run_database(db, reader_role=db_reader)} is at the newest schema"
+           + (f"; role {db_reader} may read it" if db_reader else ""))
     host, port = split_address(fleet_listen or _kit_address(kit))
     superlink_port = free_port()
     env = flower_environment(paths.flwr_home)
@@ -46,7 +71,7 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
             start_lab(processes, pki, env, paths.logs, superlink_port=superlink_port, fleet_listen=f"{host}:{port}")
             nodes = {site: register_site(str(key), site, env) for site, key in pki["site_keys"].items()}
             _unregister_revoked(kit, nodes, env, status)
-            record = {"superlink_port": superlink_port, "fleet": f"{host}:{port}", "db": db or str(paths.db),
+            record = {"superlink_port": superlink_port, "fleet": f"{host}:{port}", "db": db,
                       "checkpoints": str(paths.checkpoints), "site_nodes": nodes, "flwr_home": str(paths.flwr_home)}
             (paths.work / STATE_FILE).write_text(json.dumps(record, indent=2))
             status(f"lab ready: Fleet API on {host}:{port} for {', '.join(nodes) or 'no site'}; logs in {paths.logs}")

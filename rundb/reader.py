@@ -1,12 +1,12 @@
 """Read-only access to the run database, for the summary table, the progress poller and the dashboard: it
-never creates tables, and it says plainly when there is nothing to read or the schema is another version."""
+never creates tables, and it says plainly when there is nothing to read or the schema is another revision."""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, inspect
 
-from rundb.schema import SCHEMA_VERSION, SchemaInfo
+from rundb.engine import create_run_engine
+from rundb.migrate import current_revision, head_revision, known_revisions, legacy_version
 from rundb.url import database_url, sqlite_path
 
 
@@ -15,23 +15,28 @@ class RunDbUnavailable(RuntimeError):
 
 
 def open_readonly(path_or_url: str) -> Engine:
-    url = database_url(path_or_url)
-    file = sqlite_path(url)
-    if file is not None:
-        if not file.is_file():
-            raise RunDbUnavailable(f"Run database {file} not found. Run a study first (scripts/run_study.sh) or check the path.")
-        url = f"sqlite:///file:{file}?mode=ro&uri=true"  # SQLite refuses writes through this connection
-    return create_engine(url)
+    file = sqlite_path(database_url(path_or_url))
+    if file is not None and not file.is_file():
+        raise RunDbUnavailable(f"Run database {file} not found. Run a study first (scripts/run_study.sh) or check the path.")
+    try:
+        return create_run_engine(path_or_url, read_only=True)
+    except ValueError as err:
+        raise RunDbUnavailable(str(err)) from err
 
 
 def check_schema(engine: Engine) -> None:
-    tables = set(inspect(engine).get_table_names())
-    if not tables:
-        raise RunDbUnavailable("The run database is empty: no study has been recorded yet.")
-    if "schema_info" not in tables:
-        raise RunDbUnavailable("This run database has an older schema (no schema_info table); open it with the "
-                               "version of cardiacfl that wrote it.")
-    with Session(engine) as s:
-        versions = list(s.scalars(select(SchemaInfo.version)))
-    if SCHEMA_VERSION not in versions:
-        raise RunDbUnavailable(f"This run database has schema version {versions}, this reader reads version {SCHEMA_VERSION}.")
+    upgrade = "the lab upgrades it in place when it next starts a study, or now with `cardiacfl rundb upgrade --db URL`"
+    with engine.connect() as connection:
+        if not inspect(connection).get_table_names():
+            raise RunDbUnavailable("The run database is empty: no study has been recorded yet.")
+        revision, legacy = current_revision(connection), legacy_version(connection)
+    if revision is None:
+        raise RunDbUnavailable(f"This run database has an older schema (version {legacy}, from before Alembic); {upgrade}."
+                               if legacy is not None else "This is not a run database (no schema revision).")
+    if revision == head_revision():
+        return
+    if revision in known_revisions():
+        raise RunDbUnavailable(f"This run database is at schema revision {revision}, older than this reader's "
+                               f"{head_revision()}; {upgrade}.")
+    raise RunDbUnavailable(f"This run database is at schema revision {revision}, newer than this reader knows "
+                           f"({head_revision()}): update cardiacfl.")

@@ -1,5 +1,6 @@
 """The run database's tables. Only aggregates are stored: per-site metrics, ε, round summaries and generated
-clips from the lab's reference panel; never patient data."""
+clips from the lab's reference panel; never patient data. A change here needs a migration in
+`rundb/migrations/versions/` (tests/test_run_db.py checks that the two agree)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ import time
 from typing import Any
 
 import numpy as np
-from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # 2: studies.status_reason
 
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON}
-
-
-class SchemaInfo(Base):
-    __tablename__ = "schema_info"
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
 
 
 class Study(Base):

@@ -16,3 +16,20 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
         return Path(url[len(prefix):].split("?", 1)[0])
     return None
+
+
+def display_url(url: str) -> str:
+    """A URL fit for logs and state files: the password masked."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(database_url(url)).render_as_string(hide_password=True)
+
+
+def with_user(url: str, username: str | None = None) -> str:
+    """The same database as another user (or the same one), with no password in the URL. (SQLAlchemy's
+    URL.set(password=None) keeps the old password.)"""
+    from sqlalchemy.engine import URL, make_url
+
+    parsed = make_url(database_url(url))
+    return URL.create(parsed.drivername, username=username or parsed.username, host=parsed.host, port=parsed.port,
+                      database=parsed.database, query=parsed.query).render_as_string(hide_password=False)

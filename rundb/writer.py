@@ -1,16 +1,17 @@
 """The run database's only writer (the ServerApp, and the seeded study for tests): creates the tables on
-first use and brings an older database up to this schema (1 -> 2: studies.status_reason); every write is its own
+first use and brings an older database up to the newest schema revision (`rundb.migrate`); every write is its own
 transaction."""
 
 from __future__ import annotations
 
 import time
 
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from rundb.schema import SCHEMA_VERSION, Base, Generation, Round, SchemaInfo, SiteMetric, Study
-from rundb.url import database_url
+from rundb.engine import create_run_engine
+from rundb.migrate import upgrade_to_head
+from rundb.schema import Generation, Round, SiteMetric, Study
 from shared_models.jsonable import finite_or_null
 from shared_models.site_metrics import MetricKey as K
 
@@ -19,16 +20,9 @@ class RunDatabase:
     """One engine and sessionmaker per process; every write is its own transaction."""
 
     def __init__(self, url: str):
-        self.url = database_url(url)
-        self.engine = create_engine(self.url)
-        Base.metadata.create_all(self.engine)
+        self.engine = create_run_engine(url)
+        upgrade_to_head(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session.begin() as s:
-            versions = set(s.scalars(select(SchemaInfo.version)))
-            if 1 in versions and 2 not in versions:  # a run database from before studies.status_reason
-                s.execute(text("ALTER TABLE studies ADD COLUMN status_reason VARCHAR(500) NOT NULL DEFAULT ''"))
-            if SCHEMA_VERSION not in versions:
-                s.add(SchemaInfo(version=SCHEMA_VERSION))
 
     def start_study(self, name: str, preset: str, config: dict, total_rounds: int) -> int:
         with self.session.begin() as s:

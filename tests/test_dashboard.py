@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import legacy_run_database, reader_role
 from dashboard.seed import seed_study
+from rundb.access import grant_reader
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/sites.py", "views/privacy.py", "views/generations.py", "views/audit.py"]
@@ -26,12 +28,21 @@ def kiosk_token(monkeypatch):
 
 
 @pytest.fixture
-def seeded_db(tmp_path, monkeypatch):
-    path = tmp_path / "study.db"
-    seed_study(str(path), rounds=6, sites=3)
-    monkeypatch.setenv("CARDIACFL_RUN_DB", str(path))
+def seeded_db(run_db_url, tmp_path, monkeypatch):
+    """A seeded study on each backend; the writer's URL. On PostgreSQL the dashboard reads it as its own
+    read-only role, the way a lab deploys it."""
+    seed_study(run_db_url, rounds=6, sites=3)
+    monkeypatch.setenv("CARDIACFL_RUN_DB", _dashboard_url(run_db_url, tmp_path, monkeypatch))
     monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
-    return path
+    return run_db_url
+
+
+def _dashboard_url(writer_url: str, tmp_path, monkeypatch) -> str:
+    if "://" not in writer_url:
+        return writer_url
+    (tmp_path / "reader-password").write_text("reader-secret\n")
+    monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "reader-password"))
+    return grant_reader(writer_url, reader_role(writer_url), password="reader-secret")
 
 
 def _signed_in(timeout=30):
@@ -130,11 +141,16 @@ def test_empty_and_older_databases_are_clear_messages(tmp_path, monkeypatch):
     at = _signed_in()
     assert not at.exception and "empty" in _text(at)
     old = tmp_path / "old.db"
-    with sqlite3.connect(old) as c:
-        c.execute("create table studies (id integer primary key, name text)")
+    legacy_run_database(str(old), 1)
     monkeypatch.setenv("CARDIACFL_RUN_DB", str(old))
     at = _signed_in()
-    assert not at.exception and "older schema" in _text(at)
+    assert not at.exception and "older schema" in _text(at) and "cardiacfl rundb upgrade" in _text(at)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as c:
+        c.execute("create table studies (id integer primary key, name text)")
+    monkeypatch.setenv("CARDIACFL_RUN_DB", str(foreign))
+    at = _signed_in()
+    assert not at.exception and "not a run database" in _text(at)
 
 
 def test_a_study_without_generations_says_so(tmp_path, monkeypatch):
@@ -185,20 +201,12 @@ def test_thirty_wrong_passwords_in_the_app_are_stopped_after_a_few(seeded_db):
     assert sum(m == "Wrong password." for m in messages) <= 5 and "Too many failed sign-ins" in messages[-1]
 
 
-def test_a_run_database_of_schema_1_is_brought_up_to_date_by_the_writer(tmp_path, monkeypatch):
+def test_a_run_database_from_before_alembic_is_shown_once_the_writer_upgraded_it(run_db_url, tmp_path, monkeypatch):
     from rundb.writer import RunDatabase
 
-    path = tmp_path / "old.db"
-    seed_study(str(path), rounds=3, sites=2)
-    with sqlite3.connect(path) as c:  # what a database written before studies.status_reason looks like
-        c.execute("alter table studies drop column status_reason")
-        c.execute("update schema_info set version = 1")
-    db = RunDatabase(str(path))
-    db.update_study(1, status="interrupted", status_reason="stopped by SIGTERM")
-    with sqlite3.connect(path) as c:
-        assert c.execute("select status_reason from studies").fetchall() == [("stopped by SIGTERM",)]
-        assert sorted(v for (v,) in c.execute("select version from schema_info")) == [1, 2]
-    monkeypatch.setenv("CARDIACFL_RUN_DB", str(path))
+    legacy_run_database(run_db_url, 1)
+    RunDatabase(run_db_url).update_study(1, status_reason="stopped by SIGTERM")
+    monkeypatch.setenv("CARDIACFL_RUN_DB", _dashboard_url(run_db_url, tmp_path, monkeypatch))
     monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
     at = _signed_in()
     assert not at.exception and "stopped by SIGTERM" in _text(at)

@@ -1,0 +1,184 @@
+"""The run database on both backends the lab supports (SQLite, PostgreSQL through psycopg 3): Alembic's
+migrations build exactly the tables the code declares, older databases are upgraded in place without losing
+a row, readers only read and say what is wrong, and the dashboard's role cannot write."""
+
+import threading
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+from conftest import legacy_run_database, reader_role
+from rundb.access import grant_reader
+from rundb.engine import create_run_engine
+from rundb.migrate import alembic_config, current_revision, head_revision
+from rundb.reader import RunDbUnavailable, check_schema, open_readonly
+from rundb.schema import Base
+from rundb.url import with_user
+from rundb.writer import RunDatabase
+
+
+def test_the_migrations_build_exactly_the_declared_tables(run_db_url):
+    db = RunDatabase(run_db_url)
+    with db.engine.connect() as c:
+        assert current_revision(c) == head_revision()
+        assert compare_metadata(MigrationContext.configure(c), Base.metadata) == []
+    check_schema(open_readonly(run_db_url))
+
+
+def test_every_write_reads_back_on_each_backend(run_db_url):
+    db = RunDatabase(run_db_url)
+    study = db.start_study("s", "tiny", {"sites": ["a", "b"], "nan": float("nan")}, total_rounds=2)
+    db.upsert_round(study, "finetune", 1, participants={"trained": ["a"]})
+    db.upsert_round(study, "finetune", 1, participants={"declined": {"b": "budget"}}, seconds=3.5, checkpoint="c.pt")
+    db.add_site_metrics(study, [("finetune", 1, "fit", "a", {"examples": 7, "epsilon": 1.25})])
+    db.add_generation(study, "generator", 1, "ref-1", ecg=b"\x00" * 10, generated=b"\x01" * 10)
+    assert db.last_aggregated_round(study, "finetune") == 1
+    assert db.last_epsilon_by_site() == {"a": 1.25}
+    db.update_study(study, status="failed", status_reason="a site sent NaN")
+    assert db.resumable_study("s") == study
+    with open_readonly(run_db_url).connect() as c:
+        participants = c.execute(text("SELECT participants FROM rounds")).scalar_one()
+        config = c.execute(text("SELECT config FROM studies")).scalar_one()
+    if isinstance(participants, str):  # SQLite hands JSON back as text
+        import json
+        participants, config = json.loads(participants), json.loads(config)
+    assert participants == {"trained": ["a"], "declined": {"b": "budget"}}  # the two parts of a round merge
+    assert config["nan"] is None  # no NaN in JSON on either backend
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_database_from_before_alembic_is_upgraded_in_place(run_db_url, version):
+    legacy_run_database(run_db_url, version)
+    with pytest.raises(RunDbUnavailable, match=f"older schema \\(version {version}"):
+        check_schema(open_readonly(run_db_url))  # readers never upgrade; they say who does
+    db = RunDatabase(run_db_url)
+    db.update_study(1, status_reason="kept" if version == 1 else "stopped by SIGTERM")
+    with db.engine.connect() as c:
+        assert current_revision(c) == head_revision()
+        assert "schema_info" not in inspect(c).get_table_names()
+        assert c.execute(text("SELECT name, current_round, status_reason FROM studies")).all() == [
+            ("old", 3, "kept" if version == 1 else "stopped by SIGTERM")]
+    check_schema(open_readonly(run_db_url))
+
+
+def test_readers_name_an_older_and_a_newer_revision(run_db_url):
+    engine = create_run_engine(run_db_url)
+    with engine.begin() as c:
+        command.upgrade(alembic_config(c), "0002")
+    with pytest.raises(RunDbUnavailable, match="revision 0002, older .* `cardiacfl rundb upgrade"):
+        check_schema(open_readonly(run_db_url))
+    RunDatabase(run_db_url)
+    with engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(RunDbUnavailable, match="revision 9999, newer than this reader knows"):
+        check_schema(open_readonly(run_db_url))
+    engine.dispose()
+
+
+def test_an_empty_database_is_a_clear_message(run_db_url):
+    create_run_engine(run_db_url).connect().close()  # the SQLite file exists, with no tables
+    with pytest.raises(RunDbUnavailable, match="empty"):
+        check_schema(open_readonly(run_db_url))
+
+
+def test_a_read_only_engine_cannot_write(run_db_url):
+    RunDatabase(run_db_url).start_study("s", "tiny", {}, total_rounds=1)
+    with pytest.raises((OperationalError, DBAPIError), match="readonly|read-only"):
+        with open_readonly(run_db_url).begin() as c:
+            c.execute(text("UPDATE studies SET status = 'finished'"))
+
+
+def test_two_writers_starting_at_once_both_find_the_newest_schema(postgres_url):
+    errors: list[BaseException] = []
+
+    def open_writer():
+        try:
+            RunDatabase(postgres_url)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with create_run_engine(postgres_url).connect() as c:
+        assert current_revision(c) == head_revision()
+
+
+def test_the_dashboards_role_reads_everything_and_writes_nothing(postgres_url, tmp_path, monkeypatch):
+    db = RunDatabase(postgres_url)
+    db.start_study("s", "tiny", {}, total_rounds=1)
+    role = reader_role(postgres_url)
+    (tmp_path / "reader-password").write_text("p'w; DROP ROLE x --\n")  # quoting is the library's job
+    monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "reader-password"))
+    reader_url = grant_reader(postgres_url, role, password="p'w; DROP ROLE x --")
+    assert make_url(reader_url).password is None and make_url(reader_url).username == role
+    reader = create_run_engine(reader_url)  # the password comes from the file, not the URL
+    check_schema(reader)
+    with reader.connect() as c:
+        assert c.execute(text("SELECT name FROM studies")).scalar_one() == "s"
+    db.upsert_round(1, "finetune", 1, participants={})  # a table row written after the grant is readable too
+    with reader.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM rounds")).scalar_one() == 1
+    for statement in ("UPDATE studies SET status = 'finished'", "DELETE FROM site_metrics",
+                      "CREATE TABLE x (i integer)"):
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            with reader.begin() as c:
+                c.execute(text(statement))
+    with pytest.raises(ProgrammingError, match="permission denied"):  # even a session that turns read-only off
+        with reader.begin() as c:
+            c.execute(text("SET TRANSACTION READ WRITE"))
+            c.execute(text("UPDATE studies SET status = 'finished'"))
+    reader.dispose()
+
+
+def test_sqlite_run_databases_have_no_roles(tmp_path):
+    with pytest.raises(ValueError, match="PostgreSQL feature"):
+        grant_reader(str(tmp_path / "run.db"), "dashboard", password="x")
+
+
+def test_the_lab_refuses_a_database_password_in_the_url():
+    from cardiacfl.lab import prepare_run_database
+
+    # Flower hands a run's config, which carries this URL, to every site's SuperNode.
+    with pytest.raises(RuntimeError, match=r"\*\*\*.*out of the URL.*CARDIACFL_DB_PASSWORD_FILE") as err:
+        prepare_run_database("postgresql+psycopg://lab:hunter2@127.0.0.1:1/cardiacfl")
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_lab_prepares_the_database_and_the_dashboards_role(postgres_url, tmp_path, monkeypatch):
+    from cardiacfl.lab import prepare_run_database
+
+    legacy_run_database(postgres_url, 2)
+    role = reader_role(postgres_url)
+    grant_reader(postgres_url, role, password="reader")  # the role exists before the lab starts (compose's init)
+    admin = make_url(postgres_url)
+    (tmp_path / "pw").write_text(admin.password)
+    monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+    shown = prepare_run_database(with_user(postgres_url), reader_role=role)
+    assert admin.password not in shown
+    with create_run_engine(postgres_url).connect() as c:
+        assert current_revision(c) == head_revision()
+    (tmp_path / "pw").write_text("reader")
+    reader = create_run_engine(with_user(postgres_url, role))
+    check_schema(reader)  # the tables the upgrade rebuilt are still granted
+    reader.dispose()
+
+
+def test_rundb_upgrade_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cardiacfl.cli import app
+
+    legacy_run_database(str(tmp_path / "old.db"), 1)
+    result = CliRunner().invoke(app, ["rundb", "upgrade", "--db", str(tmp_path / "old.db")])
+    assert result.exit_code == 0, result.output
+    assert f"schema revision {head_revision()}" in result.output
+    check_schema(open_readonly(str(tmp_path / "old.db")))
