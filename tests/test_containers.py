@@ -51,3 +51,28 @@ def test_a_site_with_read_only_data_keeps_its_state_elsewhere(tiny_cohort, tmp_p
         ledger.record_decline(study="t", phase="finetune", server_round=1, reason="test")
     assert sorted(str(p) for p in data.rglob("*")) == before  # nothing written beside the data
     assert config.ledger_path.is_file() and config.ledger_copy_path.is_file() and any(config.cache_dir.rglob("*.npy"))
+
+
+def test_the_compose_federation_keeps_database_passwords_in_secret_files():
+    import yaml
+    from sqlalchemy.engine import make_url
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "lab", "dashboard", "hospital-a", "hospital-b", "hospital-c"} <= set(services)
+    assert "healthcheck" in services["postgres"] and services["lab"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    urls = {name: make_url(s["command"][s["command"].index("--db") + 1]) for name, s in services.items() if "--db" in s.get("command", [])}
+    assert set(urls) == {"lab", "dashboard"} and all(url.password is None for url in urls.values())
+    for name in urls:  # each reads its own password from a secret file it is given
+        secret = services[name]["environment"]["CARDIACFL_DB_PASSWORD_FILE"].rsplit("/", 1)[-1]
+        assert secret in services[name]["secrets"] and secret in compose["secrets"]
+    reader = urls["dashboard"].username  # the dashboard connects as the role the lab grants read-only access
+    assert reader != urls["lab"].username and services["lab"]["command"][services["lab"]["command"].index("--db-reader") + 1] == reader
+    init = (REPO / "docker" / "postgres-init.sh").read_text()
+    assert f"CREATE ROLE {reader} LOGIN" in init and "default_transaction_read_only = on" in init
+    assert subprocess.run(["bash", "-n", str(REPO / "docker" / "postgres-init.sh")]).returncode == 0
+    for name, service in services.items():  # no password value anywhere but in secrets
+        assert not any("PASSWORD" in key and not key.endswith("_FILE") and "${" not in str(value)
+                       for key, value in service.get("environment", {}).items()), name
+    for site in ("hospital-a", "hospital-b", "hospital-c"):
+        assert all(volume.endswith(":ro") for volume in services[site]["volumes"] if not volume.startswith(f"{site}-state"))

@@ -117,7 +117,7 @@ def test_a_dp_pretrain_phase_needs_public_pretraining_first(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["fedavg", "fedprox", "fedadam", "fedyogi"])
-def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(tmp_path, name):
+def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(run_db_url, name):
     import dataclasses
     from types import SimpleNamespace
 
@@ -129,7 +129,7 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(t
     from server.strategy import StudyRecorder, make_strategy
     from server.study_config import PhasePlan, load_study_config
 
-    db = RunDatabase(str(tmp_path / "run.db"))
+    db = RunDatabase(run_db_url)  # the lab's writer on each backend
     # a toy model of norm ~1: allow updates of a few times that (real models are far larger than their updates)
     study = dataclasses.replace(load_study_config("studies/demo.toml"), max_update_ratio=10.0)
     recorder = StudyRecorder(db, db.start_study("t", "tiny", {}, total_rounds=1), study)

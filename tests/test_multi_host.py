@@ -2,19 +2,24 @@
 own address in 10.200.0.0/24, each running only its own entrypoint (`cardiacfl lab start`, `cardiacfl site
 start`). The lab's certificate names the lab's address (not localhost); a study with SecAgg+ and DP finishes;
 one hospital's link is cut mid-round and the round completes without it, shown offline on the dashboard; a host
-whose key was never registered is refused. Needs root and `ip netns` (CI has both); skipped elsewhere.
+whose key was never registered is refused. With a PostgreSQL test server (CI has one) the lab writes its run
+database there, across the bridge, and the dashboard reads it as its read-only role; otherwise on SQLite.
+Needs root and `ip netns` (CI has both); skipped elsewhere.
 Namespaces, links and every process are removed by name/PID even when the test fails."""
 
 import os
 import shutil
 import signal
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from cardiacfl.deployment import descendants, is_alive
@@ -23,6 +28,7 @@ from rundb.schema import Round, Study
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.200.0"
 HOSTS = {"lab": 1, "hospital-a": 2, "hospital-b": 3, "hospital-c": 4, "rogue": 5}
+DATABASE_HOST = f"{SUBNET}.254"  # the bridge's own address: the lab's database server, as the lab host sees it
 
 
 def _ip(*args: str) -> None:
@@ -51,6 +57,7 @@ class Network:
 
     def up(self) -> None:
         _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{DATABASE_HOST}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         for host, n in HOSTS.items():
             ns, inside, outside = f"cfl{self.tag}-{n}", f"cfl{self.tag}i{n}", f"cfl{self.tag}o{n}"
@@ -71,9 +78,64 @@ class Network:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
-    def run(self, host: str, args: list[str], log: Path) -> subprocess.Popen:
+    def run(self, host: str, args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
         command = ["ip", "netns", "exec", self.namespaces[host], sys.executable, "-m", "cardiacfl.cli", *args]
-        return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO)
+        return subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, **(env or {})})
+
+
+def _relay(listen: tuple[str, int], target: tuple[str, int]) -> socketserver.ThreadingTCPServer:
+    """A TCP relay from the bridge to the test's PostgreSQL server on loopback (which listens nowhere else)."""
+    class Pipe(socketserver.BaseRequestHandler):
+        def handle(self):
+            with socket.create_connection(target) as upstream:
+                back = threading.Thread(target=_pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                _pump(self.request, upstream)
+                back.join()
+
+    server = socketserver.ThreadingTCPServer(listen, Pipe)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def lab_database(request, tmp_path):
+    """(the lab's --db, its environment, the test's own URL, the dashboard's URL and environment)."""
+    if not os.environ.get("CARDIACFL_TEST_POSTGRES_URL"):
+        path = str(tmp_path / "lab-state" / "study.db")
+        return {"lab": path, "lab_env": {}, "test": f"sqlite:///{path}", "dashboard": path, "dashboard_env": {}}
+    from sqlalchemy.engine import make_url
+
+    from conftest import reader_role
+    from rundb.access import grant_reader
+    from rundb.url import with_user
+
+    url = make_url(request.getfixturevalue("postgres_url"))
+    role = reader_role(url.render_as_string(hide_password=False))
+    grant_reader(url.render_as_string(hide_password=False), role, password="dashboard-pw")  # compose's init script does this
+    (tmp_path / "lab-db-password").write_text(url.password)
+    (tmp_path / "dashboard-db-password").write_text("dashboard-pw")
+    return {"lab": with_user(url.set(host=DATABASE_HOST).render_as_string(hide_password=False)),
+            "lab_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "lab-db-password")},
+            "relay": (url.host, url.port or 5432), "reader_role": role,
+            "test": url.render_as_string(hide_password=False),
+            "dashboard": with_user(url.render_as_string(hide_password=False), role),
+            "dashboard_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "dashboard-db-password")}}
 
 
 pytestmark = [pytest.mark.slow,
@@ -87,9 +149,9 @@ def _study_text(rounds: int) -> str:
             f'[[phase]]\nname = "finetune"\nrounds = {rounds}\nlocal_epochs = 1\nmin_sites = 2\n')
 
 
-def _rounds(db: Path) -> dict[int, Round]:
+def _rounds(db: Engine) -> dict[int, Round]:
     try:
-        with Session(create_engine(f"sqlite:///{db}")) as s:
+        with Session(db) as s:
             return {r.server_round: r for r in s.scalars(select(Round))}
     except Exception:  # not created yet
         return {}
@@ -123,7 +185,7 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, tiny_cohort_template):
+def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, tiny_cohort_template, lab_database, monkeypatch):
     from cardiacfl.hospital import node_log
     from cardiacfl.provision import provision_study
     from sitedata.site_config import load_site_config
@@ -133,13 +195,18 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
     lab_address = f"{SUBNET}.{HOSTS['lab']}:9092"
     kits = tmp_path / "kits"
     provision_study(kits, "across-hosts", lab_address, ["hospital-a", "hospital-b", "hospital-c"])
-    network, processes = Network(), {}
+    network, processes, relay = Network(), {}, None
     logs = tmp_path / "logs"
     logs.mkdir()
     try:
         network.up()
+        if "relay" in lab_database:
+            relay = _relay((DATABASE_HOST, 0), lab_database["relay"])
+            lab_database["lab"] = lab_database["lab"].replace(f"@{DATABASE_HOST}", f"@{DATABASE_HOST}:{relay.server_address[1]}", 1)
         state = tmp_path / "lab-state"
-        processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--state", str(state)], logs / "lab.log")
+        db_options = ["--db", lab_database["lab"]] + (["--db-reader", lab_database["reader_role"]] if relay else [])
+        processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--state", str(state), *db_options],
+                                       logs / "lab.log", env=lab_database["lab_env"])
         _wait(lambda: (state / "lab.json").is_file(), 90, "the lab", processes)
         # A stranger: a key from the same CA that the lab never registered (provisioned after the lab started).
         provision_study(kits, "across-hosts", lab_address, ["rogue"])
@@ -159,7 +226,7 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
                                     "study", "submit", "--study", str(tmp_path / "study.toml"), "--lab-state", str(state)],
                                    cwd=REPO, capture_output=True, text=True, timeout=180)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-        db = state / "study.db"
+        db = create_engine(lab_database["test"])
         _wait(lambda: 2 in _rounds(db), 400, "round 2 to start", processes)
         network.cut("hospital-b")
         cut_at = time.time()
@@ -167,6 +234,9 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
         rounds = _rounds(db)
     finally:
         _stop(processes)
+        if relay is not None:
+            relay.shutdown()
+            relay.server_close()
         network.down()
         for name in processes:
             print(f"--- {name} log (tail) ---\n{(logs / f'{name}.log').read_text()[-1500:]}")
@@ -189,16 +259,21 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
 
     from dashboard import data
 
-    url = f"sqlite:///{db}"
-    with Session(create_engine(url)) as s:
-        study_id = s.scalars(select(Study.id)).one()
-    health = data.site_health(url, study_id).set_index("site")
+    with Session(db) as s:
+        study = s.scalars(select(Study)).one()
+    db.dispose()
+    print(f"study {study.status} in {study.finished - study.started:.0f} s (ServerApp start to end) on {db.dialect.name}")
+    assert study.status == "finished", study.status_reason
+    study_id = study.id
+    for key, value in lab_database["dashboard_env"].items():
+        monkeypatch.setenv(key, value)
+    health = data.site_health(lab_database["dashboard"], study_id).set_index("site")
     assert health.loc["hospital-b", "state"] == "offline"
 
 
-def _study_done(db: Path) -> bool:
+def _study_done(db: Engine) -> bool:
     try:
-        with Session(create_engine(f"sqlite:///{db}")) as s:
+        with Session(db) as s:
             study = s.scalars(select(Study)).first()
             return study is not None and study.status in ("finished", "failed", "interrupted")
     except Exception:
