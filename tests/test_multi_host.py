@@ -130,8 +130,7 @@ def lab_database(request, tmp_path):
     grant_reader(url.render_as_string(hide_password=False), role, password="dashboard-pw")  # compose's init script does this
     (tmp_path / "lab-db-password").write_text(url.password)
     (tmp_path / "dashboard-db-password").write_text("dashboard-pw")
-    return {"lab": with_user(url.set(host=DATABASE_HOST).render_as_string(hide_password=False)),
-            "lab_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "lab-db-password")},
+    return {"lab_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "lab-db-password")},
             "relay": (url.host, url.port or 5432), "reader_role": role,
             "test": url.render_as_string(hide_password=False),
             "dashboard": with_user(url.render_as_string(hide_password=False), role),
@@ -186,8 +185,11 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, tiny_cohort_template, lab_database, monkeypatch):
+    from sqlalchemy.engine import make_url
+
     from cardiacfl.hospital import node_log
     from cardiacfl.provision import provision_study
+    from rundb.url import with_user
     from sitedata.site_config import load_site_config
 
     shutil.copytree(tiny_cohort_template, tmp_path / "cohort")
@@ -202,7 +204,8 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
         network.up()
         if "relay" in lab_database:
             relay = _relay((DATABASE_HOST, 0), lab_database["relay"])
-            lab_database["lab"] = lab_database["lab"].replace(f"@{DATABASE_HOST}", f"@{DATABASE_HOST}:{relay.server_address[1]}", 1)
+            through_relay = make_url(lab_database["test"]).set(host=DATABASE_HOST, port=relay.server_address[1])
+            lab_database["lab"] = with_user(through_relay.render_as_string(hide_password=False))  # password: a file
         state = tmp_path / "lab-state"
         db_options = ["--db", lab_database["lab"]] + (["--db-reader", lab_database["reader_role"]] if relay else [])
         processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--state", str(state), *db_options],
