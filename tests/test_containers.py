@@ -69,10 +69,59 @@ def test_the_compose_federation_keeps_database_passwords_in_secret_files():
     reader = urls["dashboard"].username  # the dashboard connects as the role the lab grants read-only access
     assert reader != urls["lab"].username and services["lab"]["command"][services["lab"]["command"].index("--db-reader") + 1] == reader
     init = (REPO / "docker" / "postgres-init.sh").read_text()
-    assert f"CREATE ROLE {reader} LOGIN" in init and "default_transaction_read_only = on" in init
-    assert subprocess.run(["bash", "-n", str(REPO / "docker" / "postgres-init.sh")]).returncode == 0
+    assert f"CARDIACFL_DASHBOARD_ROLE:-{reader}" in init and f"CARDIACFL_LAB_ROLE:-{urls['lab'].username}" in init
+    assert f"CARDIACFL_DATABASE:-{urls['lab'].database}" in init
     for name, service in services.items():  # no password value anywhere but in secrets
         assert not any("PASSWORD" in key and not key.endswith("_FILE") and "${" not in str(value)
                        for key, value in service.get("environment", {}).items()), name
     for site in ("hospital-a", "hospital-b", "hospital-c"):
         assert all(volume.endswith(":ro") for volume in services[site]["volumes"] if not volume.startswith(f"{site}-state"))
+
+
+def test_the_compose_init_script_makes_roles_the_lab_and_dashboard_can_use(postgres_admin_url, tmp_path, monkeypatch):
+    """docker/postgres-init.sh run as the server's superuser (as the postgres image runs it), under test names;
+    then the lab's start and the dashboard's reads work with exactly the roles it made."""
+    import os
+    import tempfile
+    from uuid import uuid4
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from cardiacfl.lab import prepare_run_database
+    from rundb.engine import create_run_engine
+    from rundb.reader import check_schema
+    from rundb.url import with_user
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("runs the init script as the postgres superuser: needs root")
+    tag = uuid4().hex[:8]
+    names = {"CARDIACFL_LAB_ROLE": f"lab_{tag}", "CARDIACFL_DATABASE": f"cardiacfl_{tag}",
+             "CARDIACFL_DASHBOARD_ROLE": f"dashboard_{tag}"}
+    secrets = Path(tempfile.mkdtemp(prefix="cardiacfl-secrets-"))  # pytest's own folders are closed to other users
+    secrets.chmod(0o755)
+    (secrets / "lab_db_password").write_text("lab-secret")
+    (secrets / "dashboard_db_password").write_text("dash-secret")
+    port = str(make_url(postgres_admin_url).port or 5432)
+    as_superuser = ["runuser", "-u", "postgres", "--", "psql", "-q", "-p", port, "-d", "postgres"]
+    try:
+        result = subprocess.run(["runuser", "-u", "postgres", "--", "bash", str(REPO / "docker" / "postgres-init.sh")],
+                                env={**os.environ, **names, "CARDIACFL_SECRETS_DIR": str(secrets), "PGPORT": port,
+                                     "POSTGRES_USER": "postgres"}, capture_output=True, text=True, cwd="/")
+        assert result.returncode == 0, result.stderr
+        lab_url = make_url(postgres_admin_url).set(database=names["CARDIACFL_DATABASE"]).render_as_string(hide_password=False)
+        (tmp_path / "pw").write_text("lab-secret")
+        monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+        prepare_run_database(with_user(lab_url, names["CARDIACFL_LAB_ROLE"]), reader_role=names["CARDIACFL_DASHBOARD_ROLE"])
+        (tmp_path / "pw").write_text("dash-secret")
+        reader = create_run_engine(with_user(lab_url, names["CARDIACFL_DASHBOARD_ROLE"]))
+        check_schema(reader)
+        with reader.connect() as c:
+            assert c.execute(text("SHOW default_transaction_read_only")).scalar() == "on"
+        reader.dispose()
+    finally:  # the test's database and roles belong to the superuser's script: it removes them too
+        shutil.rmtree(secrets, ignore_errors=True)
+        database, roles = names["CARDIACFL_DATABASE"], (names["CARDIACFL_DASHBOARD_ROLE"], names["CARDIACFL_LAB_ROLE"])
+        subprocess.run([*as_superuser, "-c", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
+                        *(arg for role in roles for arg in ("-c", f'DROP ROLE IF EXISTS "{role}"'))],
+                       capture_output=True, cwd="/")
