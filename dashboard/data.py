@@ -12,11 +12,13 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from rundb.reader import RunDbUnavailable, open_readonly
 from rundb.reader import check_schema as reader_check_schema
 from rundb.schema import Generation, Round, SiteMetric, Study, npy_array
+from rundb.url import display_url
 from shared_models.site_metrics import TEXT_KEYS, MetricKey
 
 DB_ENV = "CARDIACFL_RUN_DB"
@@ -48,6 +50,9 @@ def check_schema(url: str) -> None:
         reader_check_schema(engine(url))
     except RunDbUnavailable as err:
         raise DashboardDataError(str(err)) from err
+    except SQLAlchemyError as err:  # a database server that is down, refuses this role or its password
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise DashboardDataError(f"Cannot read the run database at {display_url(url)}: {reason}") from err
 
 
 @st.cache_data(ttl=TTL)

@@ -133,6 +133,20 @@ def test_missing_database_is_a_clear_message(tmp_path, monkeypatch):
     assert not at.exception and "not found" in _text(at)
 
 
+def test_an_unreachable_database_server_is_a_clear_message_without_the_password(monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CARDIACFL_RUN_DB", f"postgresql+psycopg://reader:s3cr3t-pw@127.0.0.1:{port}/cardiacfl")
+    monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
+    at = _signed_in()
+    assert not at.exception
+    assert f"Cannot read the run database at postgresql+psycopg://reader:***@127.0.0.1:{port}/cardiacfl" in _text(at)
+    assert "s3cr3t-pw" not in _text(at)
+
+
 def test_empty_and_older_databases_are_clear_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
     empty = tmp_path / "empty.db"
