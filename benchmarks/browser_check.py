@@ -4,6 +4,7 @@ nothing is shown before sign-in, sign in through the form, open every page, asse
 rendered, save screenshots and print each page's load time.
 
     .venv/bin/python benchmarks/browser_check.py [--rounds 1000] [--sites 10] [--out runs/browser]
+        [--postgres ADMIN_URL]   # seed a fresh PostgreSQL database; the dashboard reads it as a read-only role
 
 Load time = from navigation to the moment the page's key elements are all in the DOM (real time, polled
 every 0.1 s), measured after one warm-up load of the server.
@@ -22,7 +23,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from websockets.sync.client import connect
 
@@ -109,25 +113,65 @@ def chromium() -> str:
     raise SystemExit("chromium not found: install Debian's `chromium` package (see .ci/run)")
 
 
+@contextmanager
+def seeded_database(out: Path, rounds: int, sites: int, postgres_admin: str = "") -> Iterator[tuple[str, dict]]:
+    """(the dashboard's --db, its extra environment) for a freshly seeded study: a SQLite file, or a new
+    PostgreSQL database (dropped afterwards) that the dashboard reads as its own read-only role."""
+    from dashboard.seed import seed_study
+
+    start = time.perf_counter()
+    if not postgres_admin:
+        db = out / "seeded.db"
+        db.unlink(missing_ok=True)
+        seed_study(str(db), rounds=rounds, sites=sites)
+        print(f"seeded {rounds} rounds x {sites} sites in SQLite in {time.perf_counter() - start:.1f} s")
+        yield str(db), {}
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from rundb.access import grant_reader
+
+    name = f"cardiacfl_browser_{uuid.uuid4().hex[:8]}"
+    role, password = f"{name}_reader", uuid.uuid4().hex
+    admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        writer = make_url(postgres_admin).set(database=name).render_as_string(hide_password=False)
+        seed_study(writer, rounds=rounds, sites=sites)
+        reader = grant_reader(writer, role, password)
+        print(f"seeded {rounds} rounds x {sites} sites in PostgreSQL in {time.perf_counter() - start:.1f} s; "
+              f"the dashboard reads it as {role}")
+        password_file = out / "reader-password"
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+        yield reader, {"CARDIACFL_DB_PASSWORD_FILE": str(password_file)}
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--sites", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/browser"))
+    parser.add_argument("--postgres", default="", help="PostgreSQL URL of a role that may create databases and roles")
     args = parser.parse_args()
-    from dashboard.seed import seed_study
-
-    binary = chromium()
     args.out.mkdir(parents=True, exist_ok=True)
-    db = args.out / "seeded.db"
-    db.unlink(missing_ok=True)
-    start = time.perf_counter()
-    seed_study(str(db), rounds=args.rounds, sites=args.sites)
-    print(f"seeded {args.rounds} rounds x {args.sites} sites in {time.perf_counter() - start:.1f} s")
+    with seeded_database(args.out, args.rounds, args.sites, args.postgres) as (db, db_env):
+        check_pages(args.out, db, db_env)
+
+
+def check_pages(out: Path, db: str, db_env: dict) -> None:
+    binary = chromium()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(REPO / ".venv/bin/cardiacfl"), "dashboard", "--db", str(db), "--port", str(port)],
-                              env=dict(os.environ, CARDIACFL_DASHBOARD_PASSWORD=PASSWORD),
+    server = subprocess.Popen([str(REPO / ".venv/bin/cardiacfl"), "dashboard", "--db", db, "--port", str(port)],
+                              env=dict(os.environ, CARDIACFL_DASHBOARD_PASSWORD=PASSWORD, **db_env),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     failures: list[str] = []
     browser = None
@@ -147,7 +191,7 @@ def main() -> None:
             failures.append("the sign-in form did not appear")
         if browser.js(_probe("Global validation metrics")):
             failures.append("study data visible before sign-in")
-        browser.screenshot(args.out / "sign-in.png")
+        browser.screenshot(out / "sign-in.png")
         # sign in through the form as a person would: type the password, click the button
         browser.js("document.querySelector('input[type=password]').focus()")
         browser.call("Input.insertText", text=PASSWORD)
@@ -165,9 +209,9 @@ def main() -> None:
             missing = browser.wait_for(checks)
             seconds = time.perf_counter() - started
             time.sleep(0.5)  # let charts finish drawing before the screenshot
-            browser.screenshot(args.out / f"{name}.png")
+            browser.screenshot(out / f"{name}.png")
             print(f"{name:12s} {seconds:5.2f} s  {'ok' if not missing else f'MISSING {missing}'}  "
-                  f"screenshot {args.out / f'{name}.png'}", flush=True)
+                  f"screenshot {out / f'{name}.png'}", flush=True)
             if missing:
                 failures.append(f"{name}: {missing}")
     finally:
