@@ -22,7 +22,8 @@ for _ in $(seq 1 30); do
 done
 # One password per machine, kept beside this user's other state: runs that overlap (a CI run beside a developer's
 # tests) share the role, so a second call must not change the password under the first.
-password_file=${XDG_STATE_HOME:-$HOME/.local/state}/cardiacfl/test-postgres-password
+home=${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}
+password_file=${XDG_STATE_HOME:-$home/.local/state}/cardiacfl/test-postgres-password
 if [ ! -s "$password_file" ]; then
   mkdir -p "$(dirname "$password_file")"
   (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > "$password_file")
