@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from alembic import command
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from dashboard.seed import seed_study
 from rundb.engine import create_run_engine
 from rundb.migrate import alembic_config, current_revision, head_revision
 from rundb.schema import Round, SiteMetric
+from rundb.scratch import scratch_database
 from rundb.writer import RunDatabase
 
 
@@ -60,16 +59,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         measure(str(Path(work) / "run.db"), args.rounds, args.sites, "SQLite")
     if args.postgres:
-        name = f"cardiacfl_bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            measure(make_url(args.postgres).set(database=name).render_as_string(hide_password=False), args.rounds, args.sites, "PostgreSQL")
-        finally:
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        with scratch_database(args.postgres, prefix="cardiacfl_bench") as url:
+            measure(url, args.rounds, args.sites, "PostgreSQL")
 
 
 if __name__ == "__main__":

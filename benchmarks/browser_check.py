@@ -127,31 +127,19 @@ def seeded_database(out: Path, rounds: int, sites: int, postgres_admin: str = ""
         print(f"seeded {rounds} rounds x {sites} sites in SQLite in {time.perf_counter() - start:.1f} s")
         yield str(db), {}
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     from rundb.access import grant_reader
+    from rundb.scratch import reader_role, scratch_database
 
-    name = f"cardiacfl_browser_{uuid.uuid4().hex[:8]}"
-    role, password = f"{name}_reader", uuid.uuid4().hex
-    admin = create_engine(postgres_admin, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        writer = make_url(postgres_admin).set(database=name).render_as_string(hide_password=False)
+    with scratch_database(postgres_admin, prefix="cardiacfl_browser") as writer:
         seed_study(writer, rounds=rounds, sites=sites)
-        reader = grant_reader(writer, role, password)
+        password = uuid.uuid4().hex
+        reader = grant_reader(writer, reader_role(writer), password)
         print(f"seeded {rounds} rounds x {sites} sites in PostgreSQL in {time.perf_counter() - start:.1f} s; "
-              f"the dashboard reads it as {role}")
+              f"the dashboard reads it as {reader_role(writer)}")
         password_file = out / "reader-password"
         password_file.write_text(password)
         password_file.chmod(0o600)
         yield reader, {"CARDIACFL_DB_PASSWORD_FILE": str(password_file)}
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            c.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
-        admin.dispose()
 
 
 def main() -> None:

@@ -61,30 +61,11 @@ def postgres_admin_url() -> str:
 
 @pytest.fixture
 def postgres_url(postgres_admin_url):
-    """A fresh, empty database on the test server; dropped afterwards, with its reader role (`reader_role`)."""
-    from uuid import uuid4
+    """A fresh, empty database on the test server; dropped afterwards, with its reader role."""
+    from rundb.scratch import scratch_database
 
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"cardiacfl_test_{uuid4().hex[:12]}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            c.execute(text(f'DROP ROLE IF EXISTS "{reader_role(name)}"'))
-        admin.dispose()
-
-
-def reader_role(database: str) -> str:
-    """The one read-only role a test may create for a test database (roles are server-wide)."""
-    from sqlalchemy.engine import make_url
-
-    return f"{make_url(database).database if '://' in database else database}_reader"
+    with scratch_database(postgres_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -101,16 +82,16 @@ def legacy_run_database(url: str, version: int) -> None:
     from sqlalchemy import text
 
     from rundb.engine import create_run_engine
-    from rundb.migrate import alembic_config
+    from rundb.migrate import LEGACY_REVISIONS, alembic_config
 
     engine = create_run_engine(url)
     with engine.begin() as c:
-        command.upgrade(alembic_config(c), {1: "0001", 2: "0002"}[version])
+        command.upgrade(alembic_config(c), LEGACY_REVISIONS[version])
         c.execute(text("DROP TABLE alembic_version"))
         c.execute(text("CREATE TABLE schema_info (version INTEGER PRIMARY KEY)"))
         c.execute(text("INSERT INTO schema_info (version) VALUES (1)" + (", (2)" if version == 2 else "")))
-        reason = ", status_reason" if version == 2 else ""
-        c.execute(text(f"INSERT INTO studies (name, preset, config, status, current_phase, current_round, total_rounds, "
-                       f"started{reason}) VALUES ('old', 'small', '{{}}', 'interrupted', 'finetune', 3, 9, 1.7e9"
-                       f"{', :why' if version == 2 else ''})"), {"why": "stopped by SIGTERM"} if version == 2 else {})
+        c.execute(text("INSERT INTO studies (name, preset, config, status, current_phase, current_round, total_rounds, "
+                       "started) VALUES ('old', 'small', '{}', 'interrupted', 'finetune', 3, 9, 1.7e9)"))
+        if version == 2:
+            c.execute(text("UPDATE studies SET status_reason = 'stopped by SIGTERM'"))
     engine.dispose()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import legacy_run_database, reader_role
+from conftest import legacy_run_database
 from dashboard.seed import seed_study
 from rundb.access import grant_reader
+from rundb.scratch import reader_role
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = ["views/overview.py", "views/sites.py", "views/privacy.py", "views/generations.py", "views/audit.py"]

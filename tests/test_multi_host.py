@@ -121,19 +121,18 @@ def lab_database(request, tmp_path):
         return {"lab": path, "lab_env": {}, "test": f"sqlite:///{path}", "dashboard": path, "dashboard_env": {}}
     from sqlalchemy.engine import make_url
 
-    from conftest import reader_role
     from rundb.access import grant_reader
+    from rundb.scratch import reader_role
     from rundb.url import with_user
 
-    url = make_url(request.getfixturevalue("postgres_url"))
-    role = reader_role(url.render_as_string(hide_password=False))
-    grant_reader(url.render_as_string(hide_password=False), role, password="dashboard-pw")  # compose's init script does this
+    writer = request.getfixturevalue("postgres_url")
+    url, role = make_url(writer), reader_role(writer)
+    grant_reader(writer, role, password="dashboard-pw")  # compose's init script does this
     (tmp_path / "lab-db-password").write_text(url.password)
     (tmp_path / "dashboard-db-password").write_text("dashboard-pw")
     return {"lab_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "lab-db-password")},
             "relay": (url.host, url.port or 5432), "reader_role": role,
-            "test": url.render_as_string(hide_password=False),
-            "dashboard": with_user(url.render_as_string(hide_password=False), role),
+            "test": writer, "dashboard": with_user(writer, role),
             "dashboard_env": {"CARDIACFL_DB_PASSWORD_FILE": str(tmp_path / "dashboard-db-password")}}
 
 

@@ -12,12 +12,13 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from conftest import legacy_run_database, reader_role
+from conftest import legacy_run_database
 from rundb.access import grant_reader
 from rundb.engine import create_run_engine
 from rundb.migrate import alembic_config, current_revision, head_revision
 from rundb.reader import RunDbUnavailable, check_schema, open_readonly
 from rundb.schema import Base
+from rundb.scratch import reader_role
 from rundb.url import with_user
 from rundb.writer import RunDatabase
 
