@@ -315,15 +315,10 @@ def lab_start(
 @rundb_app.command("upgrade")
 def rundb_upgrade(db: str = typer.Option(..., help="Run database: SQLAlchemy URL or SQLite path.")) -> None:
     """Create the run database's tables or bring an older database up to the newest schema, in place."""
-    from rundb.engine import create_run_engine
-    from rundb.migrate import upgrade_to_head
+    from rundb.migrate import upgrade
     from rundb.url import display_url
 
-    engine = create_run_engine(db)
-    try:
-        console.print(f"{display_url(db)} is at schema revision {upgrade_to_head(engine)}", highlight=False)
-    finally:
-        engine.dispose()
+    console.print(f"{display_url(db)} is at schema revision {upgrade(db)}", highlight=False)
 
 
 @rundb_app.command("grant-reader")

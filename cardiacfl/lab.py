@@ -36,14 +36,14 @@ def prepare_run_database(db: str, *, reader_role: str | None = None) -> str:
 
     from rundb.access import grant_reader
     from rundb.engine import PASSWORD_FILE_ENV
+    from rundb.migrate import upgrade
     from rundb.url import database_url, display_url
-    from rundb.writer import RunDatabase
 
     if make_url(database_url(db)).password:
         # The URL travels in the study's run config, and Flower hands a run's config to every SuperNode.
         raise RuntimeError(f"{display_url(db)}: keep the database password out of the URL (the sites can read a "
                            f"study's run config); put it in a file and name it with {PASSWORD_FILE_ENV}")
-    RunDatabase(db).engine.dispose()
+    upgrade(db)
     if reader_role:
         grant_reader(db, reader_role)
     return display_url(db)

@@ -6,6 +6,7 @@ matching revision first, then upgraded like any other."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -13,6 +14,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+
+from rundb.engine import create_run_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 LEGACY_REVISIONS = {1: "0001", 2: "0002"}  # schema_info.version -> the revision with the same tables
@@ -26,12 +29,18 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@cache
+def _scripts() -> ScriptDirectory:
+    # Read once per process: the dashboard checks the revision on every page run.
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return _scripts().get_current_head()
 
 
 def known_revisions() -> set[str]:
-    return {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    return {script.revision for script in _scripts().walk_revisions()}
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -59,3 +68,12 @@ def upgrade_to_head(engine: Engine) -> str:
             command.stamp(config, LEGACY_REVISIONS[legacy])
         command.upgrade(config, "head")
         return current_revision(connection)
+
+
+def upgrade(path_or_url: str) -> str:
+    """`upgrade_to_head` on a database given by path or URL, with an engine of its own."""
+    engine = create_run_engine(path_or_url)
+    try:
+        return upgrade_to_head(engine)
+    finally:
+        engine.dispose()
