@@ -8,7 +8,7 @@ from sqlalchemy import Connection, literal, text
 from sqlalchemy.engine import make_url
 
 from rundb.engine import create_run_engine
-from rundb.url import database_url, with_user
+from rundb.url import database_url, display_url, with_user
 
 
 def _literal(connection: Connection, value: str) -> str:
@@ -20,10 +20,10 @@ def grant_reader(owner_url: str, role: str, password: str | None = None) -> str:
     """Give `role` read-only access to the run database at `owner_url` (connected as the tables' owner, who
     also needs CREATEROLE when the role is new or gets a password). Tables created later are covered too.
     Returns the URL the dashboard connects with (no password in it)."""
+    if make_url(database_url(owner_url)).get_backend_name() != "postgresql":
+        raise ValueError(f"{display_url(owner_url)}: database roles are a PostgreSQL feature; a SQLite run database "
+                         "is protected by its file's permissions")
     engine = create_run_engine(owner_url)
-    if engine.dialect.name != "postgresql":
-        raise ValueError(f"{make_url(database_url(owner_url)).render_as_string()}: database roles are a PostgreSQL "
-                         "feature; a SQLite run database is protected by its file's permissions")
     try:
         with engine.begin() as c:
             ident = c.dialect.identifier_preparer.quote(role)
