@@ -134,11 +134,15 @@ def study_status(state: Path) -> dict:
     from rundb.schema import Study
 
     record = lab_record(state)
-    with Session(open_readonly(record["db"])) as s:
-        study = s.scalars(select(Study).order_by(Study.id.desc())).first()
-        snapshot = {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
-                                             "phase": study.current_phase, "round": study.current_round,
-                                             "total_rounds": study.total_rounds, "reason": study.status_reason}
+    engine = open_readonly(record["db"])
+    try:  # `study status --follow` asks every 5 s: no connection pool may outlive its question
+        with Session(engine) as s:
+            study = s.scalars(select(Study).order_by(Study.id.desc())).first()
+            snapshot = {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
+                                                 "phase": study.current_phase, "round": study.current_round,
+                                                 "total_rounds": study.total_rounds, "reason": study.status_reason}
+    finally:
+        engine.dispose()
     runs = state.resolve() / "runs.json"
     submitted = json.loads(runs.read_text()) if runs.is_file() else []
     if submitted:
@@ -157,7 +161,8 @@ def stop_study(state: Path) -> int:
     flwr(["stop", str(run_id), "study"], flower_environment(Path(record["flwr_home"])))
     snapshot = study_status(state)
     if snapshot.get("status") == "running":
-        RunDatabase(record["db"]).update_study(snapshot["id"], status="interrupted", status_reason="stopped by `study stop`",
-                                               finished=time.time())
+        db = RunDatabase(record["db"])
+        db.update_study(snapshot["id"], status="interrupted", status_reason="stopped by `study stop`", finished=time.time())
+        db.engine.dispose()
     return run_id
 

@@ -183,3 +183,22 @@ def test_rundb_upgrade_on_the_command_line(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"schema revision {head_revision()}" in result.output
     check_schema(open_readonly(str(tmp_path / "old.db")))
+
+
+def test_study_status_reads_a_postgresql_lab_with_the_password_file_and_keeps_no_connection(postgres_url, tmp_path, monkeypatch):
+    import json
+
+    from cardiacfl.lab import STATE_FILE, study_status
+
+    db = RunDatabase(postgres_url)
+    db.update_study(db.start_study("s", "tiny", {}, total_rounds=3), current_phase="finetune", current_round=2)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"db": with_user(postgres_url), "flwr_home": str(tmp_path)}))
+    (tmp_path / "pw").write_text(make_url(postgres_url).password)
+    monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+    for _ in range(3):  # as `study status --follow` asks
+        assert study_status(tmp_path) == {"study": "s", "id": 1, "status": "running", "phase": "finetune", "round": 2,
+                                          "total_rounds": 3, "reason": ""}
+    with db.engine.connect() as c:
+        others = c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()")).scalar_one()
+    assert others == 0
