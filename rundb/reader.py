@@ -29,7 +29,8 @@ def check_schema(engine: Engine) -> None:
     with engine.connect() as connection:
         if not inspect(connection).get_table_names():
             raise RunDbUnavailable("The run database is empty: no study has been recorded yet.")
-        revision, legacy = current_revision(connection), legacy_version(connection)
+        revision = current_revision(connection)
+        legacy = legacy_version(connection) if revision is None else None  # asked only where it can explain
     if revision is None:
         raise RunDbUnavailable(f"This run database has an older schema (version {legacy}, from before Alembic); {upgrade}."
                                if legacy is not None else "This is not a run database (no schema revision).")
