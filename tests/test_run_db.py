@@ -202,3 +202,35 @@ def test_study_status_reads_a_postgresql_lab_with_the_password_file_and_keeps_no
         others = c.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                                 "AND pid <> pg_backend_pid()")).scalar_one()
     assert others == 0
+
+
+def test_study_stop_stops_the_flower_run_and_marks_only_a_running_study_interrupted(run_db_url, tmp_path, monkeypatch):
+    import json
+
+    import cardiacfl.lab as lab
+
+    db = RunDatabase(run_db_url)
+    finished = db.start_study("earlier", "tiny", {}, total_rounds=3)
+    db.update_study(finished, status="finished")
+    running = db.start_study("s", "tiny", {}, total_rounds=3)
+    url = run_db_url
+    if run_db_url.startswith("postgresql"):  # as the lab keeps it: no password in its record
+        url = with_user(run_db_url)
+        (tmp_path / "pw").write_text(make_url(run_db_url).password)
+        monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+    (tmp_path / lab.STATE_FILE).write_text(json.dumps({"db": url, "flwr_home": str(tmp_path)}))
+    (tmp_path / "runs.json").write_text(json.dumps([{"run_id": 11}, {"run_id": 42}]))
+    stopped = []
+    monkeypatch.setattr(lab, "flwr", lambda args, env: stopped.append(args) or "")
+    monkeypatch.setattr(lab, "flower_run_status", lambda run_id, env: "finished:stopped")
+
+    assert lab.stop_study(tmp_path) == 42
+    assert stopped == [["stop", "42", "study"]]  # the latest submitted run, at the lab's federation
+    status = lab.study_status(tmp_path)
+    assert (status["id"], status["status"], status["reason"]) == (running, "interrupted", "stopped by `study stop`")
+    with db.engine.connect() as c:
+        statuses = dict(c.execute(text("SELECT id, status FROM studies")).all())
+    assert statuses == {finished: "finished", running: "interrupted"}
+
+    lab.stop_study(tmp_path)  # stopping again leaves the interrupted study's reason as it was
+    assert lab.study_status(tmp_path)["reason"] == "stopped by `study stop`"
