@@ -125,24 +125,29 @@ def submit_study(state: Path, study, reference_panel: Path | None = None, *, res
     return run_id
 
 
-def study_status(state: Path) -> dict:
-    """The latest study in the lab's run database: name, status, phase, round, and Flower's own run status."""
+def latest_study(db: str) -> dict:
+    """The latest study in a run database: name, id, status, phase, round and why it stopped ({} if none)."""
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
     from rundb.reader import open_readonly
     from rundb.schema import Study
 
-    record = lab_record(state)
-    engine = open_readonly(record["db"])
+    engine = open_readonly(db)
     try:  # `study status --follow` asks every 5 s: no connection pool may outlive its question
         with Session(engine) as s:
             study = s.scalars(select(Study).order_by(Study.id.desc())).first()
-            snapshot = {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
-                                                 "phase": study.current_phase, "round": study.current_round,
-                                                 "total_rounds": study.total_rounds, "reason": study.status_reason}
+            return {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
+                                             "phase": study.current_phase, "round": study.current_round,
+                                             "total_rounds": study.total_rounds, "reason": study.status_reason}
     finally:
         engine.dispose()
+
+
+def study_status(state: Path) -> dict:
+    """The latest study in the lab's run database, and Flower's own status of the latest submitted run."""
+    record = lab_record(state)
+    snapshot = latest_study(record["db"])
     runs = state.resolve() / "runs.json"
     submitted = json.loads(runs.read_text()) if runs.is_file() else []
     if submitted:
@@ -159,7 +164,7 @@ def stop_study(state: Path) -> int:
     runs = json.loads((state.resolve() / "runs.json").read_text())
     run_id = runs[-1]["run_id"]
     flwr(["stop", str(run_id), "study"], flower_environment(Path(record["flwr_home"])))
-    snapshot = study_status(state)
+    snapshot = latest_study(record["db"])  # the study row only: Flower's run status would cost one more `flwr`
     if snapshot.get("status") == "running":
         db = RunDatabase(record["db"])
         db.update_study(snapshot["id"], status="interrupted", status_reason="stopped by `study stop`", finished=time.time())

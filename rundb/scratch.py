@@ -24,10 +24,11 @@ def scratch_database(admin_url: str, prefix: str = "cardiacfl_test") -> Iterator
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
         with admin.connect() as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            c.execute(text(f'DROP ROLE IF EXISTS "{name}_reader"'))
+            c.execute(text(f'DROP ROLE IF EXISTS "{reader_role(url)}"'))
         admin.dispose()

@@ -185,16 +185,25 @@ def test_rundb_upgrade_on_the_command_line(tmp_path):
     check_schema(open_readonly(str(tmp_path / "old.db")))
 
 
-def test_study_status_reads_a_postgresql_lab_with_the_password_file_and_keeps_no_connection(postgres_url, tmp_path, monkeypatch):
+def _lab_state(state, db_url: str, monkeypatch) -> None:
+    """A lab's state folder for `db_url`, kept as the lab keeps it: a PostgreSQL password in a file, not the URL."""
     import json
 
-    from cardiacfl.lab import STATE_FILE, study_status
+    from cardiacfl.lab import STATE_FILE
+
+    if db_url.startswith("postgresql"):
+        (state / "pw").write_text(make_url(db_url).password)
+        monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(state / "pw"))
+        db_url = with_user(db_url)
+    (state / STATE_FILE).write_text(json.dumps({"db": db_url, "flwr_home": str(state)}))
+
+
+def test_study_status_reads_a_postgresql_lab_with_the_password_file_and_keeps_no_connection(postgres_url, tmp_path, monkeypatch):
+    from cardiacfl.lab import study_status
 
     db = RunDatabase(postgres_url)
     db.update_study(db.start_study("s", "tiny", {}, total_rounds=3), current_phase="finetune", current_round=2)
-    (tmp_path / STATE_FILE).write_text(json.dumps({"db": with_user(postgres_url), "flwr_home": str(tmp_path)}))
-    (tmp_path / "pw").write_text(make_url(postgres_url).password)
-    monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
+    _lab_state(tmp_path, postgres_url, monkeypatch)
     for _ in range(3):  # as `study status --follow` asks
         assert study_status(tmp_path) == {"study": "s", "id": 1, "status": "running", "phase": "finetune", "round": 2,
                                           "total_rounds": 3, "reason": ""}
@@ -213,12 +222,7 @@ def test_study_stop_stops_the_flower_run_and_marks_only_a_running_study_interrup
     finished = db.start_study("earlier", "tiny", {}, total_rounds=3)
     db.update_study(finished, status="finished")
     running = db.start_study("s", "tiny", {}, total_rounds=3)
-    url = run_db_url
-    if run_db_url.startswith("postgresql"):  # as the lab keeps it: no password in its record
-        url = with_user(run_db_url)
-        (tmp_path / "pw").write_text(make_url(run_db_url).password)
-        monkeypatch.setenv("CARDIACFL_DB_PASSWORD_FILE", str(tmp_path / "pw"))
-    (tmp_path / lab.STATE_FILE).write_text(json.dumps({"db": url, "flwr_home": str(tmp_path)}))
+    _lab_state(tmp_path, run_db_url, monkeypatch)
     (tmp_path / "runs.json").write_text(json.dumps([{"run_id": 11}, {"run_id": 42}]))
     stopped = []
     monkeypatch.setattr(lab, "flwr", lambda args, env: stopped.append(args) or "")
