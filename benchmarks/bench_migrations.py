@@ -16,7 +16,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import func, select
 
-from dashboard.seed import seed_study
+from rundb.seed import seed_study
 from rundb.engine import create_run_engine
 from rundb.migrate import alembic_config, current_revision, head_revision
 from rundb.schema import Round, SiteMetric

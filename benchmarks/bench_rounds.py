@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from rundb.reader import open_readonly
 from rundb.schema import Round, SiteMetric
-from shared_models.site_metrics import MetricKey as K
+from protocol.site_metrics import MetricKey as K
 
 REPO = Path(__file__).resolve().parents[1]
 

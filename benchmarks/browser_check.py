@@ -117,7 +117,7 @@ def chromium() -> str:
 def seeded_database(out: Path, rounds: int, sites: int, postgres_admin: str = "") -> Iterator[tuple[str, dict]]:
     """(the dashboard's --db, its extra environment) for a freshly seeded study: a SQLite file, or a new
     PostgreSQL database (dropped afterwards) that the dashboard reads as its own read-only role."""
-    from dashboard.seed import seed_study
+    from rundb.seed import seed_study
 
     start = time.perf_counter()
     if not postgres_admin:

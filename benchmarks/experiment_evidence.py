@@ -21,9 +21,9 @@ import numpy as np
 
 from cardiacfl.central import train_central
 from sitedata.pooling import load_sites
-from shared_models.jsonable import finite_or_null
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import per_target
+from protocol.jsonable import finite_or_null
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import per_target
 from shared_models.targets import DISEASES, INDICATORS
 
 

@@ -42,8 +42,8 @@ from shared_models import metrics  # noqa: E402
 from shared_models.cardiacnets import CardiacNets, build_model  # noqa: E402
 from shared_models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from shared_models.evaluation import evaluate  # noqa: E402
-from shared_models.jsonable import finite_or_null  # noqa: E402
-from shared_models.site_metrics import MetricKey as K  # noqa: E402
+from protocol.jsonable import finite_or_null  # noqa: E402
+from protocol.site_metrics import MetricKey as K  # noqa: E402
 from shared_models.targets import DISEASES  # noqa: E402
 from shared_models.training import TrainOptions, reference_pos_weight, train_phase  # noqa: E402
 from sitedata.pooling import find_site_configs, labelled_fraction, pooled  # noqa: E402

@@ -22,7 +22,7 @@ from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
-from shared_models.jsonable import finite_or_null
+from protocol.jsonable import finite_or_null
 from shared_models.training import TrainOptions, train_phase
 
 

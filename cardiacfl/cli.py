@@ -117,7 +117,7 @@ def train_central_command(
 ) -> None:
     """Centralized reference training on the pooled cohort (the upper bound for the federated study)."""
     from cardiacfl.central import train_central
-    from shared_models.jsonable import finite_or_null
+    from protocol.jsonable import finite_or_null
     from shared_models.training import PHASES
 
     phases = list(PHASES) if "all" in phase else [p for p in PHASES if p in phase]

@@ -9,10 +9,11 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from client.site_round import local_model_path
-from rundb.writer import RunDatabase
+from protocol.round_record import SiteReport
+from rundb.writer import add_site_reports
 from shared_models.checkpoint import load_checkpoint
 from shared_models.evaluation import evaluate
-from shared_models.site_metrics import MetricKey as K
+from protocol.site_metrics import MetricKey as K
 from sitedata.site_config import load_site_config
 from sitedata.site_data import prepare_site
 from sitedata.site_dataset import SiteDataset
@@ -26,17 +27,19 @@ def fill_cross_site_matrix(db_path: Path, study_id: int, site_configs: list[Path
         return 0
     configs = [load_site_config(path) for path in site_configs]
     validation = {config.site_id: SiteDataset(prepare_site(config), "val") for config in configs}
-    rows = []
+    written = 0
     for owner in configs:
         path = local_model_path(owner)
         if not path.is_file():
             continue
         model, meta = load_checkpoint(path)
+        reports = []
         for site, data in validation.items():
             if len(data) == 0:
                 continue
             scores = evaluate(model, DataLoader(data, batch_size=64), "finetune")
-            keep = {k: scores[k] for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2, K.NUM_EXAMPLES) if k in scores}
-            rows.append(("finetune", int(meta.get("step", 0)), "cross", site, keep | {K.MODEL: f"{owner.site_id} (local)"}))
-    RunDatabase(str(db_path)).add_site_metrics(study_id, rows)
-    return len(rows)
+            keep = {k: scores[k] for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2) if k in scores}
+            reports.append(SiteReport(site, "cross", int(scores[K.NUM_EXAMPLES]), keep | {K.MODEL: f"{owner.site_id} (local)"}))
+        add_site_reports(str(db_path), study_id, "finetune", int(meta.get("step", 0)), reports)
+        written += len(reports)
+    return written

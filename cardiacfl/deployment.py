@@ -21,7 +21,7 @@ from typing import Callable
 
 from cardiacfl.provision import provision
 from server.study_config import StudyConfig
-from shared_models import flower_timing
+from protocol import flower_timing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,9 +232,16 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
 
 def resumable_study(db_path: Path, name: str) -> int | None:
     """The study row a resumed run continues (the ServerApp picks the same one)."""
-    from rundb.writer import RunDatabase
+    from rundb import queries
+    from rundb.reader import open_readonly
 
-    return RunDatabase(str(db_path)).resumable_study(name) if db_path.exists() else None
+    if not db_path.exists():
+        return None
+    engine = open_readonly(str(db_path))
+    try:
+        return queries.resumable_study(engine, name)
+    finally:
+        engine.dispose()
 
 
 def flwr(args: list[str], env: dict) -> str:
@@ -319,7 +326,7 @@ def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict
                  resumed: int | None = None) -> None:
     """Follow the study to its end. Raises RuntimeError when it fails; on Ctrl-C, SIGTERM or SIGHUP every started
     process is stopped first and the study is then marked `interrupted` with the round it reached."""
-    from rundb.writer import RunDatabase
+    from rundb.writer import mark_study_ended
 
     try:
         with interrupt_on_signals():
@@ -330,27 +337,28 @@ def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict
         why = f"stopped by {stop or 'SIGINT'}"
         study_id = resumed or _study_started_after(paths.db, after)
         if study_id is not None:
-            RunDatabase(str(paths.db)).update_study(study_id, status="interrupted", status_reason=why, finished=time.time())
+            mark_study_ended(str(paths.db), study_id, "interrupted", why)
         raise RuntimeError(f"study interrupted ({why}); run it again with --resume to continue") from None
     if final != "finished":
         processes.stop()
         study_id = resumed or _study_started_after(paths.db, after)
         if study_id is not None and reason:
-            RunDatabase(str(paths.db)).update_study(study_id, status="failed", status_reason=reason, finished=time.time())
+            mark_study_ended(str(paths.db), study_id, "failed", reason)
         raise RuntimeError(f"study ended with status {final}{f' ({reason})' if reason else ''}; logs in {paths.logs}")
 
 
 def _study_started_after(db_path: Path, after: float) -> int | None:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
+    from rundb import queries
     from rundb.reader import open_readonly
-    from rundb.schema import Study
 
     if not db_path.exists():
         return None
-    with Session(open_readonly(str(db_path))) as s:
-        return s.scalars(select(Study.id).where(Study.started >= after).order_by(Study.id.desc())).first()
+    engine = open_readonly(str(db_path))
+    try:
+        study = queries.study_started_after(engine, after)
+        return study.id if study is not None else None
+    finally:
+        engine.dispose()
 
 
 FLOWER_POLL_S = 10.0  # each `flwr ls` starts a Python process: often enough to notice, cheap enough on 2 cores
@@ -362,12 +370,8 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
     """Poll the run database until the study started after `after` finishes or fails, and Flower's own run
     status every FLOWER_POLL_S: a run Flower ended (a dead ServerApp) while the database still says running is a
     failure. Returns (status, reason)."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import OperationalError
-    from sqlalchemy.orm import Session
-
+    from rundb import queries
     from rundb.reader import open_readonly
-    from rundb.schema import Study
 
     deadline = time.time() + timeout
     engine = None
@@ -377,44 +381,41 @@ def _follow(db_path: Path, processes: Processes, progress: Callable[[dict], None
         processes.check(warn)
         if engine is None and db_path.exists():
             engine = open_readonly(str(db_path))
-        study = None
-        if engine is not None:
-            with Session(engine) as s:
-                try:
-                    if resumed is None:
-                        study = s.scalars(select(Study).where(Study.started >= after).order_by(Study.id.desc())).first()
-                    else:  # the resumed row: its old end status counts only once the ServerApp has set it running
-                        study = s.get(Study, resumed)
-                        seen_running = seen_running or study.status == "running"
-                        study = study if seen_running else None
-                except OperationalError:  # the ServerApp has not created the tables yet
-                    study = None
-                if study is not None:
-                    snapshot = {"phase": study.current_phase, "round": study.current_round, "status": study.status,
-                                "total_rounds": study.total_rounds}
-                    if progress:
-                        progress(snapshot)
-                    if study.status in ("finished", "failed", "interrupted"):
-                        return study.status, study.status_reason
+        study = _current_study(engine, after, resumed, seen_running) if engine is not None else None
+        if study is not None:
+            seen_running = seen_running or study.status == "running"
+            if progress:
+                progress({"phase": study.current_phase, "round": study.current_round, "status": study.status,
+                          "total_rounds": study.total_rounds})
+            if study.status in ("finished", "failed", "interrupted"):
+                return study.status, study.status_reason
         if study is not None and study.status == "running" and processes.serverapp_exited():
             time.sleep(2.0)  # a ServerApp that finished wrote its status just before it exited
-            if _status_now(engine, study.id) == "running":
+            if queries.study_status(engine, study.id) == "running":
                 return "failed", "the ServerApp process exited while the study was running"
         if flower_status is not None and time.time() >= next_flower_check:
             next_flower_check = time.time() + FLOWER_POLL_S
             flower = flower_status()
             if flower.startswith("finished"):
                 time.sleep(1.0)  # the ServerApp writes its last status just before Flower marks the run
-                if study is None or _status_now(engine, study.id) == "running":
+                if study is None or queries.study_status(engine, study.id) == "running":
                     return "failed", f"Flower ended the run as {flower} while the study was still running"
         time.sleep(1.0)
     raise TimeoutError("study did not finish in time")
 
 
-def _status_now(engine, study_id: int) -> str:
-    from sqlalchemy.orm import Session
+def _current_study(engine, after: float, resumed: int | None, seen_running: bool):
+    """The study this run follows: the one started after `after`, or the resumed row once the ServerApp has set
+    it running (before that its old end status is not this run's)."""
+    from sqlalchemy.exc import OperationalError
 
-    from rundb.schema import Study
+    from rundb import queries
 
-    with Session(engine) as s:
-        return s.get(Study, study_id).status
+    try:
+        if resumed is None:
+            return queries.study_started_after(engine, after)
+        study = queries.study(engine, resumed)
+    except OperationalError:  # the ServerApp has not created the tables yet
+        return None
+    return study if study is not None and (seen_running or study.status == "running") else None
+

@@ -127,21 +127,17 @@ def submit_study(state: Path, study, reference_panel: Path | None = None, *, res
 
 def latest_study(db: str) -> dict:
     """The latest study in a run database: name, id, status, phase, round and why it stopped ({} if none)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
+    from rundb import queries
     from rundb.reader import open_readonly
-    from rundb.schema import Study
 
     engine = open_readonly(db)
     try:  # `study status --follow` asks every 5 s: no connection pool may outlive its question
-        with Session(engine) as s:
-            study = s.scalars(select(Study).order_by(Study.id.desc())).first()
-            return {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
-                                             "phase": study.current_phase, "round": study.current_round,
-                                             "total_rounds": study.total_rounds, "reason": study.status_reason}
+        study = queries.latest_study(engine)
     finally:
         engine.dispose()
+    return {} if study is None else {"study": study.name, "id": study.id, "status": study.status,
+                                     "phase": study.current_phase, "round": study.current_round,
+                                     "total_rounds": study.total_rounds, "reason": study.status_reason}
 
 
 def study_status(state: Path) -> dict:
@@ -158,7 +154,7 @@ def study_status(state: Path) -> dict:
 
 def stop_study(state: Path) -> int:
     """Stop the latest submitted run at the lab (`flwr stop`) and mark its study interrupted."""
-    from rundb.writer import RunDatabase
+    from rundb.writer import mark_study_ended
 
     record = lab_record(state)
     runs = json.loads((state.resolve() / "runs.json").read_text())
@@ -166,8 +162,6 @@ def stop_study(state: Path) -> int:
     flwr(["stop", str(run_id), "study"], flower_environment(Path(record["flwr_home"])))
     snapshot = latest_study(record["db"])  # the study row only: Flower's run status would cost one more `flwr`
     if snapshot.get("status") == "running":
-        db = RunDatabase(record["db"])
-        db.update_study(snapshot["id"], status="interrupted", status_reason="stopped by `study stop`", finished=time.time())
-        db.engine.dispose()
+        mark_study_ended(record["db"], snapshot["id"], "interrupted", "stopped by `study stop`")
     return run_id
 

@@ -18,7 +18,7 @@ from typing import Callable
 from cardiacfl.cross_site import MAX_SITES, fill_cross_site_matrix
 from cardiacfl.deployment import (Processes, StudyPaths, _bin, _study_started_after, _wait_for_port, flower_environment,
                                   follow_study, free_port, study_run_config, submit)
-from shared_models.simulated_site import SITE_CONFIGS_KEY
+from protocol.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
 
 

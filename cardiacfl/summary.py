@@ -1,91 +1,113 @@
-"""The end-of-study summary table: per-site final metrics and ε, and the global metrics per phase."""
+"""The end-of-study summary: the global metrics per phase, the lab's held-out scores beside their baselines, and
+per-site final metrics and ε. Readable at 80 columns, in a terminal or piped: headers are words, and phase and site
+names are never cut (their columns do not wrap; other columns wrap their words)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from protocol.participants import Participants
+from protocol.site_metrics import HEADLINE
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import lab_key, label
+from rundb import queries
 from rundb.reader import open_readonly
-from rundb.schema import Round, SiteMetric, Study
-from shared_models.site_metrics import HEADLINE
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import lab_key
+from rundb.schema import Round, SiteMetric
 
-# What the lab's own held-out panel says after each phase: (label, key, baseline label, baseline key or value).
+# What the lab's own held-out panel says after each phase: (metric key, baseline label, baseline key or value).
 LAB_ROWS = {
-    "pretrain": [("ECG->CMR retrieval top-1", K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE),
-                 ("CMR embeddings' mean pairwise cosine", K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
-                 ("ECG embeddings' mean pairwise cosine", K.ECG_PAIRWISE_COSINE, "all alike", 1.0)],
-    "generator": [("SSIM to the real clip", K.SSIM, "mean training clip", K.BASELINE_SSIM),
-                  ("EF-proxy MAE", K.EF_PROXY_MAE, "mean training clip", K.BASELINE_EF_PROXY_MAE)],
-    "finetune": [("mean AUROC", K.MEAN_AUROC, "chance", 0.5), ("mean R²", K.MEAN_R2, "predicting the mean", 0.0)],
+    "pretrain": [(K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE), (K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
+                 (K.ECG_PAIRWISE_COSINE, "all alike", 1.0)],
+    "generator": [(K.SSIM, "mean training clip", K.BASELINE_SSIM),
+                  (K.EF_PROXY_MAE, "mean training clip", K.BASELINE_EF_PROXY_MAE)],
+    "finetune": [(K.MEAN_AUROC, "chance", 0.5), (K.MEAN_R2, "predicting the mean", 0.0)],
 }
 
 
 def print_summary(db_path: Path, console: Console | None = None) -> None:
-    # piped into a log, rich would wrap at 80 columns and cut site names; a log has room
-    console = console or Console(width=None if sys.stdout.isatty() else 140)
-    with Session(open_readonly(str(db_path))) as s:
-        study = s.scalars(select(Study).order_by(Study.id.desc())).first()
+    console = console or Console()
+    engine = open_readonly(str(db_path))
+    try:
+        study = queries.latest_study(engine)
         if study is None:
             console.print("no study in the run database")
             return
-        rounds = s.scalars(select(Round).filter_by(study_id=study.id).order_by(Round.id)).all()
-        evaluations = s.scalars(select(SiteMetric).filter_by(study_id=study.id, kind="evaluate").order_by(SiteMetric.id)).all()
-        fits = s.scalars(select(SiteMetric).filter_by(study_id=study.id, kind="fit").order_by(SiteMetric.id)).all()
+        rounds = queries.rounds(engine, study.id)
+        evaluations = queries.site_metrics(engine, study.id, "evaluate")
+        fits = queries.site_metrics(engine, study.id, "fit")
+    finally:
+        engine.dispose()
+    console.print(_phase_table(study, rounds))
+    if (lab := _lab_table(rounds)) is not None:
+        console.print(lab)
+    console.print(_site_table(evaluations, fits))
+
+
+def _name_column(table: Table, header: str, names) -> None:
+    """A column whose names are shown whole at any terminal width."""
+    table.add_column(header, no_wrap=True, min_width=max([len(header), *(len(n) for n in names)]))
+
+
+def _phase_table(study, rounds: list[Round]) -> Table:
     table = Table(title=f"study {study.name} ({study.preset}): global validation metrics, last round of each phase")
-    table.add_column("phase")
-    table.add_column("rounds")
-    table.add_column("s/round")
-    for key in HEADLINE:
-        table.add_column(key)
-    for phase in dict.fromkeys(r.phase for r in rounds):
+    phases = list(dict.fromkeys(r.phase for r in rounds))
+    _name_column(table, "phase", phases)
+    table.add_column("rounds", justify="right")
+    table.add_column("seconds per round", justify="right")
+    table.add_column("metrics (the sites' example-weighted means)")
+    for phase in phases:
         phase_rounds = [r for r in rounds if r.phase == phase]
         last = phase_rounds[-1].global_metrics or {}
         seconds = [r.seconds for r in phase_rounds if r.seconds]
-        table.add_row(phase, str(len(phase_rounds)), f"{sum(seconds) / len(seconds):.1f}" if seconds else "",
-                      *[f"{last[k]:.3f}" if isinstance(last.get(k), float) else "" for k in HEADLINE])
-    console.print(table)
-    _print_lab_table(rounds, console)
-    sites = Table(title="per site: final validation metrics and privacy spent")
-    for column in ("site", "phase", K.MEAN_AUROC, K.MEAN_R2, "ε spent", "ε budget", "σ", "declined"):
-        sites.add_column(column)
-    latest_eval = {(m.site): m for m in evaluations}
+        outcome = Participants.from_json(phase_rounds[-1].participants)
+        shown = ", ".join(f"{label(k)} {last[k]:.3f}" for k in HEADLINE if isinstance(last.get(k), float))
+        table.add_row(phase, str(len(phase_rounds)), f"{sum(seconds) / len(seconds):.1f}" if seconds else "-",
+                      shown or ("-" if outcome.aggregated else outcome.outcome))
+    return table
+
+
+def _lab_table(rounds: list[Round]) -> Table | None:
+    """Held-out metrics the lab computed on its own reference panel (no site data), last round of each phase."""
+    last_by_phase = {r.phase: r.global_metrics or {} for r in rounds}
+    if not any(k.startswith(lab_key("")) for metrics in last_by_phase.values() for k in metrics):
+        return None
+    table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase; "
+                        "public-* rows: the lab's public data alone, before any site took part")
+    _name_column(table, "phase", last_by_phase)
+    for column in ("metric", "value", "baseline"):
+        table.add_column(column)
+    for phase, metrics in last_by_phase.items():
+        for key, baseline_label, baseline in LAB_ROWS.get(phase.removeprefix("public-"), []):
+            if isinstance(baseline, str):
+                baseline = metrics.get(lab_key(baseline))
+            table.add_row(phase, label(key), _fmt(metrics.get(lab_key(key))), f"{_fmt(baseline)} ({baseline_label})")
+    return table
+
+
+def _site_table(evaluations: list[SiteMetric], fits: list[SiteMetric]) -> Table:
+    latest_eval = {m.site: m for m in evaluations}
     latest_fit: dict[str, SiteMetric] = {}
     declined: dict[str, int] = {}
     for m in fits:
         if m.epsilon is not None:
             latest_fit[m.site] = m
         declined[m.site] = declined.get(m.site, 0) + int(bool(m.metrics.get(K.DECLINED)))
+    table = Table(title="per site: final validation metrics and privacy spent")
+    _name_column(table, "site", latest_eval)
+    _name_column(table, "phase", [m.phase for m in latest_eval.values()])
+    for column in (label(K.MEAN_AUROC), label(K.MEAN_R2), label(K.EPSILON), label(K.TARGET_EPSILON),
+                   label(K.NOISE_MULTIPLIER), "rounds declined"):
+        table.add_column(column, justify="right")
     for site, m in sorted(latest_eval.items()):
         fit = latest_fit.get(site)
         eps = fit.epsilon if fit else m.metrics.get(K.EPSILON)
-        sites.add_row(site, m.phase, _fmt(m.metrics.get(K.MEAN_AUROC)), _fmt(m.metrics.get(K.MEAN_R2)), _fmt(eps),
+        table.add_row(site, m.phase, _fmt(m.metrics.get(K.MEAN_AUROC)), _fmt(m.metrics.get(K.MEAN_R2)), _fmt(eps),
                       _fmt(fit.metrics.get(K.TARGET_EPSILON) if fit else None),
                       _fmt(fit.metrics.get(K.NOISE_MULTIPLIER) if fit else None), str(declined.get(site, 0)))
-    console.print(sites)
-
-
-def _print_lab_table(rounds: list[Round], console: Console) -> None:
-    """Held-out metrics the lab computed on its own reference panel (no site data), last round of each phase."""
-    last_by_phase = {r.phase: r.global_metrics or {} for r in rounds}
-    if not any(k.startswith(lab_key("")) for metrics in last_by_phase.values() for k in metrics):
-        return
-    table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase; "
-                        "public-* rows: the lab's public data alone, before any site took part")
-    for column in ("phase", "metric", "value", "baseline"):
-        table.add_column(column)
-    for phase, metrics in last_by_phase.items():
-        for label, key, baseline_label, baseline in LAB_ROWS.get(phase.removeprefix("public-"), []):
-            if isinstance(baseline, str):
-                baseline = metrics.get(lab_key(baseline))
-            table.add_row(phase, label, _fmt(metrics.get(lab_key(key))), f"{_fmt(baseline)} ({baseline_label})")
-    console.print(table)
+    return table
 
 
 def _fmt(value) -> str:

@@ -5,7 +5,7 @@ is handed to that worker, which already holds torch, the model code and the site
 `--no-worker`) the heavy modules are imported here, inside the handlers.
 
 Site identity comes from the SuperNode's node config: `site-config="<path to the site's TOML>"` and, with a
-worker, `site-worker="<its folder>"` (in simulation, from the partition id: shared_models/simulated_site.py).
+worker, `site-worker="<its folder>"` (in simulation, from the partition id: protocol/simulated_site.py).
 Outgoing: model arrays (encoded for part-weighted averaging) and aggregate metrics only.
 """
 
@@ -19,11 +19,10 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Context, Message
 
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
-from shared_models.simulated_site import site_config_for_partition
-from shared_models.round_contract import RoundConfig
-from shared_models import mask_prg
-from shared_models.site_metrics import MetricKey
-from shared_models.wire import pack
+from protocol.simulated_site import site_config_for_partition
+from protocol.round_contract import RoundConfig
+from protocol import mask_prg
+from protocol.site_metrics import MetricKey
 
 # ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
 mask_prg.install(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
@@ -58,11 +57,11 @@ class SiteClient(NumPyClient):
 
     def fit(self, parameters, config):
         startup = _seconds_since_process_start()
-        arrays, metrics = self._work("train", parameters, config)
+        update, metrics = self._work("train", parameters, config)
         metrics[MetricKey.STARTUP_S] = startup
         metrics[MetricKey.WORK_S] = _seconds_since_process_start() - startup
-        # weight 1: the vector carries its own per-part example weights (shared_models/weighted_parts.py)
-        return pack(arrays), 1, metrics
+        # weight 1: the encoded update carries its own per-part example weights (protocol/codec.py)
+        return update, 1, metrics
 
     def evaluate(self, parameters, config):
         return self._work("evaluate", parameters, config)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from sitedata.site_data import SubjectEntry
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import per_target
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import per_target
 from shared_models.targets import DISEASES, INDICATORS
 
 ALWAYS = {K.LOSS, K.NUM_EXAMPLES}

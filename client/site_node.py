@@ -2,7 +2,7 @@
 
 - The worker (client/site_worker.py) starts first and is restarted whenever it exits (backoff 1 s doubling to
   30 s); it is stopped when this process ends.
-- The SuperNode runs in this process with two timing seams (shared_models/flower_timing.py): a short idle pull and
+- The SuperNode runs in this process with two timing seams (protocol/flower_timing.py): a short idle pull and
   a 10 s heartbeat, so a round starts promptly and a site that dies is out of the round after about 20 s.
 - Its node config names the site config and the worker folder; the per-message ClientApp hands each round to
   the worker over the folder's authenticated Unix socket.
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, connect
-from shared_models import flower_timing
+from protocol import flower_timing
 
 
 class SupervisedWorker:

@@ -4,7 +4,7 @@ server sends can lower the site's protection, so a round that asks for less is d
 from __future__ import annotations
 
 from sitedata.site_config import SiteConfig
-from shared_models.round_contract import RoundConfig
+from protocol.round_contract import RoundConfig
 
 
 def policy_refusal(rc: RoundConfig, config: SiteConfig) -> str | None:

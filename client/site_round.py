@@ -27,12 +27,11 @@ from shared_models.cardiacnets import CardiacNets, build_model
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import load_numpy_state, numpy_state, unpack_state
-from shared_models.round_contract import RoundConfig, parse_plan_text
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import local_key, plain
+from protocol.round_contract import RoundConfig, parse_plan_text
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import local_key, plain
 from shared_models.training import PAIRED_PARTS, TrainOptions, reference_pos_weight, train_phase, trainable_parts
-from shared_models.update_checks import update_problem
-from shared_models.weighted_parts import encode_update
+from protocol.codec import encode_update, update_problem
 
 
 @cache
@@ -101,7 +100,7 @@ def open_ledger(config: SiteConfig, *, locked: bool = False) -> Iterator[Privacy
 
 
 def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
-    """-> (encoded arrays for part-weighted averaging, aggregate metrics)."""
+    """-> (the encoded update as it travels, protocol/codec.py; aggregate metrics)."""
     started = time.perf_counter()
     config, site = _site(str(site_config), rc.preset)
     metrics: dict = {K.SITE: config.site_id, K.PHASE: rc.phase, K.ROUND: rc.server_round, K.DECLINED: 0, K.REASON: ""}
@@ -168,7 +167,7 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
 
 
 def work(op: str, site_config: str | Path, packed_global: list[np.ndarray], rc: RoundConfig):
-    """One message's work from the global weights as they travel (shared_models/wire.py): 'train' or 'evaluate'.
+    """One message's work from the global weights as they travel (protocol/codec.py): 'train' or 'evaluate'.
     The ClientApp calls it in its own process, or the site's warm worker does (client/site_worker.py)."""
     global_state = unpack_state(packed_global, rc.preset)
     return {"train": train_round, "evaluate": evaluate_round}[op](site_config, global_state, rc)

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
+from protocol.participants import Participants
+from rundb import queries
 from rundb.reader import RunDbUnavailable, open_readonly
 from rundb.reader import check_schema as reader_check_schema
-from rundb.schema import Generation, Round, SiteMetric, Study, npy_array
+from rundb.schema import npy_array
 from rundb.url import display_url
-from shared_models.site_metrics import TEXT_KEYS, MetricKey
+from protocol.site_metrics import TEXT_KEYS, MetricKey
 
 DB_ENV = "CARDIACFL_RUN_DB"
 UTILITY_ENV = "CARDIACFL_UTILITY_JSON"  # benchmarks/privacy_utility.py's utility.json: the References page
@@ -57,32 +57,30 @@ def check_schema(url: str) -> None:
 
 @st.cache_data(ttl=TTL)
 def studies(url: str) -> pd.DataFrame:
-    with Session(engine(url)) as s:
-        rows = s.scalars(select(Study).order_by(Study.id.desc())).all()
-        return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "status_reason": r.status_reason,
-                              "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
-                              "started": pd.to_datetime(r.started, unit="s"),
-                              "phases": [p["name"] for p in r.config.get("phases", [])],
-                              "public_data": r.config.get("public_data"), "sites": r.config.get("sites", []),
-                              "resumes": r.config.get("resumes", [])} for r in rows])
+    return pd.DataFrame([{"id": r.id, "name": r.name, "preset": r.preset, "status": r.status, "status_reason": r.status_reason,
+                          "phase": r.current_phase, "round": r.current_round, "total_rounds": r.total_rounds,
+                          "started": pd.to_datetime(r.started, unit="s"),
+                          "phases": [p["name"] for p in r.config.get("phases", [])],
+                          "public_data": r.config.get("public_data"), "sites": r.config.get("sites", []),
+                          "resumes": r.config.get("resumes", [])} for r in queries.studies(engine(url))])
+
+
+def _joined(items: dict) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in items.items())
+
+
+def _round_row(r) -> dict:
+    who = Participants.from_json(r.participants)
+    return {"phase": r.phase, "round": r.server_round, "started": pd.to_datetime(r.started, unit="s"),
+            "seconds": r.seconds, "trained": ", ".join(who.trained), "declined": _joined(who.declined),
+            "failed": who.failed, "dropped": ", ".join(who.dropped), "outcome": who.outcome,
+            "rejected": _joined(who.all_rejected), "flags": _joined(who.all_flags), "model_hash": r.model_hash,
+            "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
 
 
 @st.cache_data(ttl=TTL)
 def rounds(url: str, study_id: int) -> pd.DataFrame:
-    with Session(engine(url)) as s:
-        rows = s.scalars(select(Round).filter_by(study_id=study_id).order_by(Round.id)).all()
-        frame = pd.DataFrame([{"phase": r.phase, "round": r.server_round, "started": pd.to_datetime(r.started, unit="s"),
-                               "seconds": r.seconds, "trained": ", ".join(r.participants.get("trained", [])),
-                               "declined": "; ".join(f"{k}: {v}" for k, v in r.participants.get("declined", {}).items()),
-                               "failed": r.participants.get("failed", 0), "dropped": ", ".join(r.participants.get("dropped", [])),
-                               "outcome": r.participants.get("outcome", "aggregated"),
-                               "rejected": "; ".join(f"{k}: {v}" for k, v in {**r.participants.get("rejected", {}),
-                                                                               **r.participants.get("evaluate_rejected", {})}.items()),
-                               "flags": "; ".join(f"{k}: {v}" for k, v in {**r.participants.get("flags", {}),
-                                                                           **r.participants.get("evaluate_flags", {})}.items()),
-                               "model_hash": r.model_hash,
-                               "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
-                              for r in rows])
+    frame = pd.DataFrame([_round_row(r) for r in queries.rounds(engine(url), study_id)])
     if not frame.empty:
         frame.insert(0, "step", range(1, len(frame) + 1))  # rounds counted across phases
     return frame
@@ -90,14 +88,8 @@ def rounds(url: str, study_id: int) -> pd.DataFrame:
 
 @st.cache_data(ttl=TTL)
 def site_metrics(url: str, study_id: int, kind: str, keys: tuple[str, ...]) -> pd.DataFrame:
-    """One row per (site, phase, round) with the requested metric keys as columns. Only those keys are read
-    out of the JSON column, in SQL, so a page showing one metric does not parse every metric of every row."""
-    values = [(SiteMetric.metrics[k].as_string() if k in TEXT_KEYS else SiteMetric.metrics[k].as_float()).label(k)
-              for k in keys]
-    with Session(engine(url)) as s:
-        rows = s.execute(select(SiteMetric.site, SiteMetric.phase, SiteMetric.server_round.label("round"), SiteMetric.examples,
-                                SiteMetric.epsilon, SiteMetric.time, *values)
-                         .where(SiteMetric.study_id == study_id, SiteMetric.kind == kind).order_by(SiteMetric.id)).all()
+    """One row per (site, phase, round) with the requested metric keys as columns (read in SQL, rundb.queries)."""
+    rows = queries.site_metric_columns(engine(url), study_id, kind, keys, TEXT_KEYS)
     frame = pd.DataFrame(rows, columns=["site", "phase", "round", "examples", "epsilon", "time", *keys])
     frame["time"] = pd.to_datetime(frame["time"], unit="s")
     return frame
@@ -105,25 +97,20 @@ def site_metrics(url: str, study_id: int, kind: str, keys: tuple[str, ...]) -> p
 
 @st.cache_data(ttl=TTL)
 def metric_names(url: str, study_id: int, kind: str) -> list[str]:
-    with Session(engine(url)) as s:
-        sample = s.scalars(select(SiteMetric.metrics).filter_by(study_id=study_id, kind=kind).order_by(SiteMetric.id.desc()).limit(50)).all()
+    sample = queries.recent_site_metrics(engine(url), study_id, kind)
     names = {k for m in sample for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return sorted(names - {MetricKey.ROUND, MetricKey.DECLINED})
 
 
 @st.cache_data(ttl=TTL)
 def generations(url: str, study_id: int) -> pd.DataFrame:
-    with Session(engine(url)) as s:
-        rows = s.execute(select(Generation.id, Generation.phase, Generation.server_round, Generation.reference,
-                                Generation.ssim, Generation.psnr).filter_by(study_id=study_id).order_by(Generation.id)).all()
-    return pd.DataFrame([dict(r._mapping) for r in rows])
+    return pd.DataFrame(queries.generations(engine(url), study_id))
 
 
 @st.cache_data(ttl=600)
 def generation_arrays(url: str, generation_id: int) -> dict:
-    with Session(engine(url)) as s:
-        g = s.get(Generation, generation_id)
-        return {"ecg": npy_array(g.ecg), "generated": npy_array(g.generated), "real": npy_array(g.real) if g.real else None}
+    g = queries.generation(engine(url), generation_id)
+    return {"ecg": npy_array(g.ecg), "generated": npy_array(g.generated), "real": npy_array(g.real) if g.real else None}
 
 
 def utility_path() -> Path | None:

@@ -1,23 +1,27 @@
-"""The run database's only writer (the ServerApp, and the seeded study for tests): creates the tables on
-first use and brings an older database up to the newest schema revision (`rundb.migrate`); every write is its own
-transaction."""
+"""The run database's writer, used by the study runner (server/study_run.py) and the test seeder: it creates the
+tables on first use and brings an older database up to the newest schema revision (`rundb.migrate`); every write
+is its own transaction, and a round is written once, whole (protocol/round_record.py). Reads are in
+`rundb.queries`; an operator's command that marks a study stopped uses `mark_study_ended`, which never migrates.
+"""
 
 from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from protocol.jsonable import finite_or_null
+from protocol.round_record import RoundRecord, SiteReport
+from protocol.site_metrics import MetricKey as K
+from rundb import queries
 from rundb.engine import create_run_engine
 from rundb.migrate import upgrade_to_head
 from rundb.schema import Generation, Round, SiteMetric, Study
-from shared_models.jsonable import finite_or_null
-from shared_models.site_metrics import MetricKey as K
 
 
 class RunDatabase:
-    """One engine and sessionmaker per process; every write is its own transaction."""
+    """One engine and sessionmaker per process."""
 
     def __init__(self, url: str):
         self.engine = create_run_engine(url)
@@ -32,41 +36,29 @@ class RunDatabase:
             return study.id
 
     def update_study(self, study_id: int, **values) -> None:
-        with self.session.begin() as s:
-            study = s.get(Study, study_id)
-            for key, value in values.items():
-                setattr(study, key, value)
+        _update_study(self.engine, study_id, **values)
 
-    def upsert_round(self, study_id: int, phase: str, server_round: int, **values) -> None:
-        """Create or update a round. Dict columns (participants, global metrics) gain the given keys: a round's
-        record arrives in parts (the sites' fit and evaluate replies, the lab's own evaluation)."""
+    def record_round(self, study_id: int, record: RoundRecord) -> None:
+        """The round's row (replacing an earlier attempt of the same round) and its sites' reports, together."""
         with self.session.begin() as s:
-            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=phase, server_round=server_round)).first()
+            row = s.scalars(select(Round).filter_by(study_id=study_id, phase=record.phase,
+                                                    server_round=record.server_round)).first()
             if row is None:
-                row = Round(study_id=study_id, phase=phase, server_round=server_round, started=values.pop("started", time.time()))
+                row = Round(study_id=study_id, phase=record.phase, server_round=record.server_round)
                 s.add(row)
-            for key, value in values.items():
-                if isinstance(value, dict):
-                    value = finite_or_null({**(getattr(row, key) or {}), **value})
-                setattr(row, key, value)
+            row.started, row.seconds = record.started, record.seconds
+            row.participants = finite_or_null(record.participants.to_json())
+            row.global_metrics = finite_or_null(record.global_metrics)
+            row.model_hash, row.checkpoint = record.model_hash, record.checkpoint
+            s.add_all(_site_rows(study_id, record.phase, record.server_round, record.site_reports))
 
-    def add_site_metrics(self, study_id: int, rows: list[tuple[str, int, str, str, dict]]) -> None:
-        """(phase, round, kind, site, metrics) rows, all in one transaction."""
+    def add_generations(self, study_id: int, phase: str, server_round: int, generations: list[dict]) -> None:
+        """The gallery of one round: dicts of reference, ecg, generated, real, ssim, psnr (npy bytes)."""
         with self.session.begin() as s:
-            s.add_all([SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=site, kind=kind,
-                                  examples=int(metrics.get(K.EXAMPLES, metrics.get(K.NUM_EXAMPLES, 0)) or 0),
-                                  epsilon=metrics.get(K.EPSILON), metrics=finite_or_null(metrics))
-                       for phase, server_round, kind, site, metrics in rows])
-
-    def add_generation(self, study_id: int, phase: str, server_round: int, reference: str, **values) -> None:
-        with self.session.begin() as s:
-            s.add(Generation(study_id=study_id, phase=phase, server_round=server_round, reference=reference, **values))
+            s.add_all([Generation(study_id=study_id, phase=phase, server_round=server_round, **g) for g in generations])
 
     def resumable_study(self, name: str) -> int | None:
-        """The latest study of this name that did not finish (interrupted, failed or left running)."""
-        with self.session() as s:
-            study = s.scalars(select(Study).where(Study.name == name).order_by(Study.id.desc())).first()
-        return study.id if study is not None and study.status != "finished" else None
+        return queries.resumable_study(self.engine, name)
 
     def note_resume(self, study_id: int, reason: str) -> None:
         """Back to running; the audit keeps when and why it stopped before."""
@@ -78,15 +70,39 @@ class RunDatabase:
             study.status, study.status_reason, study.finished = "running", "", None
 
     def last_aggregated_round(self, study_id: int, phase: str) -> int:
-        """The last round of `phase` whose global model was aggregated and saved (0: none)."""
-        with self.session() as s:
-            rounds = s.scalars(select(Round.server_round).where(
-                Round.study_id == study_id, Round.phase == phase, Round.checkpoint != "", Round.seconds.is_not(None)))
-            return max(rounds, default=0)
+        return queries.last_aggregated_round(self.engine, study_id, phase)
 
     def last_epsilon_by_site(self) -> dict[str, float]:
-        """Each site's most recently reported lifetime ε over every study in this database."""
-        with self.session() as s:
-            rows = s.execute(select(SiteMetric.site, SiteMetric.epsilon).where(SiteMetric.epsilon.is_not(None))
-                             .order_by(SiteMetric.id)).all()
-        return {site: float(epsilon) for site, epsilon in rows}
+        return queries.last_epsilon_by_site(self.engine)
+
+
+def _site_rows(study_id: int, phase: str, server_round: int, reports: list[SiteReport]) -> list[SiteMetric]:
+    return [SiteMetric(study_id=study_id, phase=phase, server_round=server_round, site=r.site, kind=r.kind,
+                       examples=r.examples, epsilon=r.metrics.get(K.EPSILON), metrics=finite_or_null(r.metrics))
+            for r in reports]
+
+
+def _update_study(engine: Engine, study_id: int, **values) -> None:
+    with Session(engine) as s, s.begin():
+        study = s.get(Study, study_id)
+        for key, value in values.items():
+            setattr(study, key, value)
+
+
+def add_site_reports(path_or_url: str, study_id: int, phase: str, server_round: int, reports: list[SiteReport]) -> None:
+    """Reports made outside a round (the simulation's cross-site matrix), in one transaction; never migrates."""
+    engine = create_run_engine(path_or_url)
+    try:
+        with Session(engine) as s, s.begin():
+            s.add_all(_site_rows(study_id, phase, server_round, reports))
+    finally:
+        engine.dispose()
+
+
+def mark_study_ended(path_or_url: str, study_id: int, status: str, reason: str) -> None:
+    """An operator's command ends a study (`study stop`, Ctrl-C, a dead ServerApp); never migrates."""
+    engine = create_run_engine(path_or_url)
+    try:
+        _update_study(engine, study_id, status=status, status_reason=reason, finished=time.time())
+    finally:
+        engine.dispose()

@@ -31,7 +31,7 @@ from sitedata.site_dataset import mean_cmr_clip
 from shared_models.cardiacnets import CardiacNets
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
-from shared_models.site_metrics import MetricKey as K
+from protocol.site_metrics import MetricKey as K
 from shared_models.model_arrays import numpy_state, load_numpy_state
 from shared_models.training import TrainOptions, reference_pos_weight, train_phase
 

@@ -14,11 +14,10 @@ from sitedata.site_config import load_site_config
 from sitedata.site_data import prepare_site
 from sitedata.site_dataset import SiteDataset, mean_cmr_clip
 from rundb.schema import npy_bytes
-from rundb.writer import RunDatabase
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
 from shared_models.evaluation import evaluate
-from shared_models.site_metrics import lab_key
+from protocol.site_metrics import lab_key
 
 
 class LabPanel:
@@ -51,16 +50,18 @@ def _training_mean_clip(model: CardiacNets, panel_mean):
     return prior if model.generator.prior_clip.abs().sum() > 0 else panel_mean
 
 
-def record_generations(db: RunDatabase, study_id: int, phase: str, server_round: int, model: CardiacNets,
-                       panel: list[tuple[str, dict]], seed: int = 0) -> None:
+def generations(model: CardiacNets, panel: list[tuple[str, dict]], seed: int = 0) -> list[dict]:
+    """The gallery of one round: a clip generated from each reference ECG, beside the real clip and their scores."""
     if not panel:
-        return
+        return []
     batch = {k: torch.stack([item[k] for _, item in panel]) for k in panel[0][1]}
     model.eval()
     clips = model.generate(batch, generator=torch.Generator().manual_seed(seed)).numpy()
+    rows = []
     for (reference, item), clip in zip(panel, clips):
         real = item["cmr"].numpy() if bool(item["has_cmr"]) else None
-        db.add_generation(study_id, phase, server_round, reference, ecg=npy_bytes(item["ecg"].numpy()),
-                          generated=npy_bytes(clip), real=npy_bytes(real) if real is not None else None,
-                          ssim=metrics.ssim(real, clip) if real is not None else None,
-                          psnr=metrics.psnr(real, clip) if real is not None else None)
+        rows.append({"reference": reference, "ecg": npy_bytes(item["ecg"].numpy()), "generated": npy_bytes(clip),
+                     "real": npy_bytes(real) if real is not None else None,
+                     "ssim": metrics.ssim(real, clip) if real is not None else None,
+                     "psnr": metrics.psnr(real, clip) if real is not None else None})
+    return rows

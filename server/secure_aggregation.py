@@ -1,9 +1,9 @@
 """SecAgg+ for the training rounds. In flwr 1.41 it exists only in the legacy workflow API, so this module
-is the one place that builds it: `DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`, run with a
-`LegacyContext`. Settings come from the study config's [secagg] table.
+is the one place that builds it, as the fit step of the study runner's `DefaultWorkflow` (server/study_run.py),
+run with a `LegacyContext`. Settings come from the study config's [secagg] table.
 
 Flower's own mask generator folds the shared secret to a 32-bit Mersenne Twister seed; both ends here use
-ChaCha20 instead (`shared_models.mask_prg`, installed on the workflow module below and on the client mod in
+ChaCha20 instead (`protocol.mask_prg`, installed on the workflow module below and on the client mod in
 client/client_app.py).
 
 Dropouts: Flower 1.41's workflow counts a site that dropped before its key shares were sent (in the setup or
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import importlib
 
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import SecAggPlusWorkflow
 
 from server.study_config import SecAggSettings
-from shared_models import mask_prg
+from protocol import mask_prg
 
 mask_prg.install(importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow"))
 
@@ -46,6 +46,3 @@ def fit_workflow(settings: SecAggSettings) -> SecAggPlusWorkflow | None:
         modulus_range=2 ** 32, timeout=settings.timeout_s,
     )
 
-
-def phase_workflow(settings: SecAggSettings) -> DefaultWorkflow:
-    return DefaultWorkflow(fit_workflow=fit_workflow(settings))

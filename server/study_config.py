@@ -11,7 +11,7 @@ from typing import Any
 
 from sitedata.site_config import read_toml
 from shared_models.config import PRESETS
-from shared_models.round_contract import plan_text as format_plan
+from protocol.round_contract import plan_text as format_plan
 from shared_models.training import PHASES
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")

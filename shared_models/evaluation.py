@@ -1,7 +1,7 @@
 """Evaluation of one phase over a loader: aggregate metrics only (no per-subject outputs leave this
 function), as flat {name: float} so that Flower's MetricRecord and the metrics JSON take them as they are.
 
-Names (shared_models.site_metrics.MetricKey): loss and num-examples; pretrain: masked ECG loss, alignment
+Names (protocol.site_metrics.MetricKey): loss and num-examples; pretrain: masked ECG loss, alignment
 cosine and ECG->CMR retrieval top-1; generator: generator loss, and with `generate_samples` SSIM, PSNR and the
 EF-proxy error (+ baselines for a given reference clip); finetune: per-target r2/pearson/mae/auroc/auprc
 (+ "_low"/"_high" bootstrap bounds) and their means.
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
-from shared_models.site_metrics import MetricKey, per_target, plain
+from protocol.site_metrics import MetricKey, per_target, plain
 from shared_models.targets import DISEASES, INDICATORS
 from shared_models.training import contributing, resolve_device, supervised_loss, unstandardise_indicators
 

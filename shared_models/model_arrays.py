@@ -18,10 +18,6 @@ def state_layout(preset: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple((name, tuple(value.shape)) for name, value in build_model(preset).state_dict().items())
 
 
-def state_names(preset: str) -> tuple[str, ...]:
-    return tuple(name for name, _ in state_layout(preset))
-
-
 def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
@@ -31,10 +27,8 @@ def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> nn.Modul
     return model
 
 
-
 def unpack_state(packed: list[np.ndarray], preset: str) -> dict[str, np.ndarray]:
-    """The global weights a Flower message carries (shared_models/wire.py), by name."""
-    from shared_models.wire import unpack
+    """The global weights a Flower message carries (protocol/codec.py), by name."""
+    from protocol.codec import decode_weights
 
-    layout = state_layout(preset)
-    return dict(zip((name for name, _ in layout), unpack(packed, [shape for _, shape in layout])))
+    return decode_weights(packed, state_layout(preset))

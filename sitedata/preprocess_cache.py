@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from shared_models.atomic_files import atomic_write, atomic_write_bytes
-from shared_models.jsonable import finite_or_null
+from protocol.jsonable import finite_or_null
 
 # Bump when ingest code changes what it produces for the same file and settings.
 PREPROCESS_VERSION = 2  # 2: per-window ECG quality, samples per frame, cine checks

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import legacy_run_database
-from dashboard.seed import seed_study
+from rundb.seed import seed_study
 from rundb.access import grant_reader
 from rundb.scratch import reader_role
 
@@ -116,11 +116,12 @@ def test_the_references_page_shows_the_study_beside_the_benchmark_arms(seeded_db
 
 
 def test_a_simulated_study_shows_the_full_cross_site_matrix(seeded_db):
-    from rundb.writer import RunDatabase
+    from protocol.round_record import SiteReport
+    from rundb.writer import add_site_reports
 
     sites = ["hospital-00", "hospital-01", "hospital-02"]
-    RunDatabase(str(seeded_db)).add_site_metrics(1, [("finetune", 2, "cross", site, {"scored_model": f"{owner} (local)", "loss": 0.5})
-                                                     for owner in sites for site in sites])
+    add_site_reports(str(seeded_db), 1, "finetune", 2, [SiteReport(site, "cross", 10, {"scored_model": f"{owner} (local)", "loss": 0.5})
+                                                        for owner in sites for site in sites])
     at = _signed_in()
     at.switch_page("views/sites.py").run()
     assert not at.exception, at.exception

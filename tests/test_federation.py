@@ -7,7 +7,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from shared_models.weighted_parts import decode_aggregate, encode_update
+from protocol.codec import decode_mean, decode_weights, encode_update, encode_weights
 
 ALLOWED_METRICS = {"site", "phase", "round", "declined", "reason", "noise_multiplier", "max_grad_norm", "delta",
                    "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds", "startup_s", "work_s", "prepare_s"}
@@ -17,11 +17,11 @@ def test_part_weighted_average_counts_only_sites_that_trained_a_part():
     previous = {"ecg_encoder.w": np.zeros(3, np.float32), "generator.w": np.full(2, 5.0, np.float32)}
     site_a = encode_update({"ecg_encoder.w": np.ones(3), "generator.w": np.full(2, 2.0)}, {"ecg_encoder": 100, "generator": 100}, 1000)
     site_c = encode_update({"ecg_encoder.w": np.full(3, 4.0), "generator.w": np.full(2, 9.0)}, {"ecg_encoder": 300}, 1000)
-    mean = [(a + c) / 2 for a, c in zip(site_a, site_c)]
-    state, weights = decode_aggregate(mean, previous)
+    mean = [(site_a[0] + site_c[0]) / 2]
+    state, weights = decode_mean(mean, previous)
     assert np.allclose(state["ecg_encoder.w"], (100 * 1 + 300 * 4) / 400)  # example-weighted over both sites
     assert np.allclose(state["generator.w"], 2.0)  # only site a trained the generator
-    nobody = decode_aggregate([np.zeros_like(x) for x in mean], previous)[0]
+    nobody = decode_mean([np.zeros_like(mean[0])], previous)[0]
     assert np.array_equal(nobody["generator.w"], previous["generator.w"])  # untrained part keeps the global weights
     assert weights["ecg_encoder"] == pytest.approx(0.2)
 
@@ -29,9 +29,7 @@ def test_part_weighted_average_counts_only_sites_that_trained_a_part():
 def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physionet):
     from client.client_app import SiteClient
     from shared_models.cardiacnets import build_model
-    from shared_models.model_arrays import numpy_state, state_names
-    from shared_models.weighted_parts import update_shapes
-    from shared_models.wire import pack, unpack
+    from shared_models.model_arrays import numpy_state, state_layout
 
     config = tiny_cohort / "site_configs" / "hospital-a.toml"
     model = build_model("tiny")
@@ -39,11 +37,13 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
     client = SiteClient(str(config), None, run_id=1)
     round_config = {"study": "t", "phase": "finetune", "server_round": 1, "preset": "tiny",
                     "plan": "finetune:1:1", "local_epochs": 1, "dp": True, "max_site_examples": 1000}
-    vector, weight, metrics = client.fit(pack(parameters), round_config)
-    assert len(vector) == 1 and vector[0].ndim == 1  # the wire format: one vector (shared_models/wire.py)
-    arrays = unpack(vector, update_shapes(numpy_state(model)))
-    names = state_names("tiny")
+    global_state = numpy_state(model)
+    vector, weight, metrics = client.fit(encode_weights(global_state), round_config)
+    assert len(vector) == 1 and vector[0].ndim == 1  # the wire format: one vector (protocol/codec.py)
+    names = [name for name, _ in state_layout("tiny")]
     parts = sorted({n.split(".")[0] for n in names})
+    layout = [*state_layout("tiny"), *((f"part.{p}", (1,)) for p in parts)]
+    arrays = list(decode_weights(vector, layout).values())
     assert weight == 1 and len(arrays) == len(names) + len(parts)
     for array, original in zip(arrays, parameters):
         assert array.shape == original.shape  # model-shaped: nothing per subject
@@ -53,7 +53,7 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
     subject_ids = (tiny_cohort / "hospital-a" / "manifest.csv").read_text()
     assert not any(isinstance(v, str) and v and v in subject_ids for k, v in metrics.items() if k not in ("site", "phase", "reason"))
 
-    loss, examples, eval_metrics = client.evaluate(pack(parameters), round_config)
+    loss, examples, eval_metrics = client.evaluate(encode_weights(global_state), round_config)
     assert isinstance(loss, float) and examples >= 0
     assert all(isinstance(v, (int, float, str)) for v in eval_metrics.values())
     assert not any(k.startswith(("pred", "subject")) for k in eval_metrics)
@@ -123,24 +123,26 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(r
 
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-    from shared_models.wire import pack
     from rundb.schema import Round, SiteMetric
     from rundb.writer import RunDatabase
-    from server.strategy import StudyRecorder, make_strategy
+    from server.site_roster import SiteRoster
+    from server.strategy import make_strategy
     from server.study_config import PhasePlan, load_study_config
 
     db = RunDatabase(run_db_url)  # the lab's writer on each backend
     # a toy model of norm ~1: allow updates of a few times that (real models are far larger than their updates)
-    study = dataclasses.replace(load_study_config("studies/demo.toml"), max_update_ratio=10.0)
-    recorder = StudyRecorder(db, db.start_study("t", "tiny", {}, total_rounds=1), study)
+    study = load_study_config("studies/demo.toml")
+    study = dataclasses.replace(study, max_update_ratio=10.0, secagg=dataclasses.replace(study.secagg, enabled=False))
+    study_id = db.start_study("t", "tiny", {}, total_rounds=1)
     previous = {"ecg_encoder.w": np.zeros(4, np.float32), "generator.w": np.ones(2, np.float32)}
-    strategy = make_strategy(PhasePlan(name="pretrain", strategy=name, proximal_mu=0.1, server_lr=0.1), recorder, previous)
+    strategy = make_strategy(PhasePlan(name="pretrain", strategy=name, proximal_mu=0.1, server_lr=0.1), study,
+                             SiteRoster(), previous)
     updates = [({"ecg_encoder.w": np.full(4, 1.0), "generator.w": np.ones(2)}, {"ecg_encoder": 100}, "hospital-a"),
                ({"ecg_encoder.w": np.full(4, 3.0), "generator.w": np.ones(2)}, {"ecg_encoder": 300}, "hospital-c")]
-    results = [(SimpleNamespace(node_id=i), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(pack(encode_update(s, n, 1000))), 1,
+    results = [(SimpleNamespace(node_id=i), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(encode_update(s, n, 1000)), 1,
                                                    {"site": site, "examples": sum(n.values()), "epsilon": 1.0}))
                for i, (s, n, site) in enumerate(updates)]
-    strategy.round_started[1] = 0.0
+    strategy.configure_fit(1, None, SimpleNamespace(num_available=lambda: 0, sample=lambda **_: []))
     strategy.aggregate_fit(1, results, [])
     new = strategy.global_state
     assert np.array_equal(new["generator.w"], previous["generator.w"])  # no site trained the generator
@@ -149,6 +151,9 @@ def test_every_strategy_aggregates_part_weighted_updates_and_records_the_round(r
         assert np.allclose(moved, 2.5)  # (100 x 1 + 300 x 3) / 400
     else:
         assert (moved > 0).all() and (moved < 2.5).all()  # a server-optimizer step towards the average
+    record = strategy.take_round()
+    assert record.participants.part_weights["ecg_encoder"] == pytest.approx(0.2)
+    db.record_round(study_id, record)  # the study runner writes the round once
     with db.session() as s:
         assert s.query(SiteMetric).count() == 2
         assert s.query(Round).one().participants["trained"] == ["hospital-a", "hospital-c"]
@@ -170,6 +175,7 @@ def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_
     from rich.console import Console
 
     from cardiacfl.summary import print_summary
+    from protocol.round_record import RoundRecord
     from rundb.writer import RunDatabase
     from server.reference_panel import LabPanel
     from shared_models.cardiacnets import build_model
@@ -183,8 +189,7 @@ def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_
 
     db = RunDatabase(str(tmp_path / "run.db"))
     study_id = db.start_study("s", "tiny", {"phases": [{"name": "finetune"}]}, total_rounds=1)
-    db.upsert_round(study_id, "finetune", 1, global_metrics=finetune)
-    db.upsert_round(study_id, "finetune", 1, global_metrics={"loss": 1.0})  # the sites' means arrive later: both kept
+    db.record_round(study_id, RoundRecord("finetune", 1, started=0.0, seconds=1.0, global_metrics={**finetune, "loss": 1.0}))
     console = Console(record=True, width=200)
     print_summary(tmp_path / "run.db", console)
     text = console.export_text()

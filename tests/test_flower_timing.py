@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from shared_models import flower_timing
+from protocol import flower_timing
 
 
 def test_the_poll_cap_shortens_only_that_modules_sleeps(monkeypatch):

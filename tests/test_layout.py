@@ -65,10 +65,10 @@ def test_no_import_loops():
 
 
 def test_each_metric_key_is_spelled_in_one_place():
-    """Site-metric keys are written only in shared_models/site_metrics.py. Keys that are also a run-database
+    """Site-metric keys are written only in protocol/site_metrics.py. Keys that are also a run-database
     column or a privacy-ledger field name cannot be told apart by a text search and are left out."""
     from rundb.schema import Base
-    from shared_models.site_metrics import MetricKey
+    from protocol.site_metrics import MetricKey
 
     columns = {c.name for table in Base.metadata.tables.values() for c in table.columns}
     shared_words = columns | {"round", "declined", "reason", "steps", "noise_multiplier"}  # ledger entry fields
@@ -102,7 +102,7 @@ def test_a_round_asking_more_epochs_than_the_site_allows_is_declined(tiny_cohort
     from client.site_round import train_round
     from shared_models.cardiacnets import build_model
     from shared_models.model_arrays import numpy_state
-    from shared_models.round_contract import RoundConfig
+    from protocol.round_contract import RoundConfig
     from sitedata.site_config import load_site_config
 
     config = tiny_cohort / "site_configs" / "hospital-b.toml"

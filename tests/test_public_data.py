@@ -15,7 +15,7 @@ from sitedata.pooling import load_sites, pooled
 from shared_models.cardiacnets import build_model
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import numpy_state
-from shared_models.site_metrics import MetricKey as K
+from protocol.site_metrics import MetricKey as K
 from shared_models.training import TrainOptions, reference_pos_weight, train_phase
 
 SPREAD_FLOOR = 0.9  # mean pairwise cosine of embeddings across subjects must stay below this

@@ -13,6 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from conftest import legacy_run_database
+from protocol.participants import Participants
+from protocol.round_record import RoundRecord, SiteReport
 from rundb.access import grant_reader
 from rundb.engine import create_run_engine
 from rundb.migrate import alembic_config, current_revision, head_revision
@@ -34,10 +36,12 @@ def test_the_migrations_build_exactly_the_declared_tables(run_db_url):
 def test_every_write_reads_back_on_each_backend(run_db_url):
     db = RunDatabase(run_db_url)
     study = db.start_study("s", "tiny", {"sites": ["a", "b"], "nan": float("nan")}, total_rounds=2)
-    db.upsert_round(study, "finetune", 1, participants={"trained": ["a"]})
-    db.upsert_round(study, "finetune", 1, participants={"declined": {"b": "budget"}}, seconds=3.5, checkpoint="c.pt")
-    db.add_site_metrics(study, [("finetune", 1, "fit", "a", {"examples": 7, "epsilon": 1.25})])
-    db.add_generation(study, "generator", 1, "ref-1", ecg=b"\x00" * 10, generated=b"\x01" * 10)
+    first = RoundRecord("finetune", 1, started=1.0, participants=Participants(trained=["a"]))
+    db.record_round(study, first)  # an attempt cut off before it aggregated ...
+    db.record_round(study, RoundRecord("finetune", 1, started=2.0, seconds=3.5, checkpoint="c.pt",  # ... run again
+                                       participants=Participants(trained=["a"], declined={"b": "budget"}),
+                                       site_reports=[SiteReport("a", "fit", 7, {"examples": 7, "epsilon": 1.25})]))
+    db.add_generations(study, "generator", 1, [{"reference": "ref-1", "ecg": b"\x00" * 10, "generated": b"\x01" * 10}])
     assert db.last_aggregated_round(study, "finetune") == 1
     assert db.last_epsilon_by_site() == {"a": 1.25}
     db.update_study(study, status="failed", status_reason="a site sent NaN")
@@ -48,7 +52,8 @@ def test_every_write_reads_back_on_each_backend(run_db_url):
     if isinstance(participants, str):  # SQLite hands JSON back as text
         import json
         participants, config = json.loads(participants), json.loads(config)
-    assert participants == {"trained": ["a"], "declined": {"b": "budget"}}  # the two parts of a round merge
+    assert Participants.from_json(participants) == Participants(trained=["a"], declined={"b": "budget"})  # one row, the latest attempt
+    assert set(participants) >= {"trained", "declined", "outcome"}
     assert config["nan"] is None  # no NaN in JSON on either backend
 
 
@@ -125,7 +130,7 @@ def test_the_dashboards_role_reads_everything_and_writes_nothing(postgres_url, t
     check_schema(reader)
     with reader.connect() as c:
         assert c.execute(text("SELECT name FROM studies")).scalar_one() == "s"
-    db.upsert_round(1, "finetune", 1, participants={})  # a table row written after the grant is readable too
+    db.record_round(1, RoundRecord("finetune", 1, started=0.0))  # a table row written after the grant is readable too
     with reader.connect() as c:
         assert c.execute(text("SELECT count(*) FROM rounds")).scalar_one() == 1
     for statement in ("UPDATE studies SET status = 'finished'", "DELETE FROM site_metrics",

@@ -10,11 +10,10 @@ import pytest
 import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-from shared_models.wire import pack
 from torch.utils.data import DataLoader
 
-from shared_models.round_contract import RoundConfig
-from shared_models.weighted_parts import encode_update
+from protocol.round_contract import RoundConfig
+from protocol.codec import encode_update
 
 
 def _dp_weights_after_one_round(site, seed):
@@ -74,102 +73,111 @@ def test_a_round_asking_for_less_privacy_is_declined(site_b, asked, reason):
         assert ledger.history == []  # nothing spent, nothing trained
 
 
-def _strategy(tmp_path, *, secagg=False, node_sites=None, ratio=10.0):
-    from rundb.writer import RunDatabase
-    from server.strategy import StudyRecorder, make_strategy
+NO_SITES = SimpleNamespace(num_available=lambda: 0, sample=lambda **_: [])  # a client manager: nobody to ask
+
+
+def _strategy(*, secagg=False, node_sites=None, ratio=10.0, last_epsilon=None):
+    from server.site_roster import SiteRoster
+    from server.strategy import make_strategy
     from server.study_config import PhasePlan, load_study_config
 
-    db = RunDatabase(str(tmp_path / "run.db"))
     study = load_study_config("studies/demo.toml")
     study = dataclasses.replace(study, secagg=dataclasses.replace(study.secagg, enabled=secagg), max_update_ratio=ratio)
-    recorder = StudyRecorder(db, db.start_study("t", "tiny", {}, total_rounds=1), study, node_sites=node_sites)
     previous = {"ecg_encoder.w": np.full(4, 1.0, np.float32), "generator.w": np.ones(2, np.float32)}
-    strategy = make_strategy(PhasePlan(name="pretrain"), recorder, previous)
-    strategy.round_started[1] = 0.0
-    return strategy, db
+    strategy = make_strategy(PhasePlan(name="pretrain"), study, SiteRoster(node_sites, last_epsilon), previous)
+    strategy.configure_fit(1, None, NO_SITES)
+    return strategy
 
 
-def _reply(node_id, arrays, *, packed=True, **metrics):
-    arrays = pack(arrays) if packed else arrays
-    return (SimpleNamespace(node_id=node_id), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), 1, metrics))
+def _reply(node_id, update, **metrics):
+    return (SimpleNamespace(node_id=node_id), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), 1, metrics))
 
 
 def _honest(value=2.0):
     return encode_update({"ecg_encoder.w": np.full(4, value), "generator.w": np.ones(2)}, {"ecg_encoder": 100}, 1000)
 
 
-def test_a_node_cannot_speak_for_another_site(tmp_path):
+def test_a_node_cannot_speak_for_another_site():
     """Before: a node reporting site="hospital-a" and declining got the real hospital-a dropped."""
-    strategy, db = _strategy(tmp_path, node_sites={1: "hospital-a", 2: "hospital-b"})
+    strategy = _strategy(node_sites={1: "hospital-a", 2: "hospital-b"})
     strategy.aggregate_fit(1, [_reply(1, _honest(), site="hospital-a", examples=100),
                                _reply(2, _honest(), site="hospital-a", declined=1, reason="budget", examples=0),
                                _reply(3, _honest(), site="hospital-c", examples=100)], [])
-    recorder = strategy.recorder
-    assert "hospital-a" not in recorder.declined_sites
-    with db.session() as s:
-        from rundb.schema import Round, SiteMetric
+    assert "hospital-a" not in strategy.roster.declined_sites
+    record = strategy.take_round()
+    assert record.participants.trained == ["hospital-a"]
+    assert "claims to be 'hospital-a'" in record.participants.rejected["hospital-b"]
+    assert "not a registered site" in record.participants.rejected["node-3"]
+    assert [r.site for r in record.site_reports] == ["hospital-a"]
 
-        participants = s.query(Round).one().participants
-        assert participants["trained"] == ["hospital-a"]
-        assert "claims to be 'hospital-a'" in participants["rejected"]["hospital-b"]
-        assert "not a registered site" in participants["rejected"]["node-3"]
-        assert [m.site for m in s.query(SiteMetric)] == ["hospital-a"]
+
+def _nan(v):
+    v = v.copy()
+    v[0] = np.nan
+    return v
+
+
+def _inf(v):
+    v = v.copy()
+    v[1] = np.inf
+    return v
+
+
+def _huge(v):
+    v = v.copy()
+    v[:-2] *= 1e12  # the weights, not the part weights
+    return v
+
+
+def _negative_part_weight(v):
+    v = v.copy()
+    v[-2] = -0.999  # the last values are the part weights (protocol/codec.py)
+    return v
 
 
 @pytest.mark.parametrize("poison, why", [
-    (lambda a: [np.full_like(a[0], np.nan)] + a[1:], "non-finite"),
-    (lambda a: [np.full_like(a[0], np.inf)] + a[1:], "non-finite"),
-    (lambda a: [a[0] * 1e12] + a[1:], "update norm"),
-    (lambda a: a[:-1] + [np.array([-0.999], np.float32)], "outside [0, 1]"),
-    (lambda a: [a[0][:2]] + a[1:], "expected one vector of"),
-    (lambda a: a[1:], "expected one vector of"),
+    (lambda u: [_nan(u[0])], "non-finite"),
+    (lambda u: [_inf(u[0])], "non-finite"),
+    (lambda u: [_huge(u[0])], "update norm"),
+    (lambda u: [_negative_part_weight(u[0])], "outside [0, 1]"),
+    (lambda u: [u[0][:-2]], "expected one vector of"),
+    (lambda u: [u[0], u[0]], "expected one vector of"),
+    (lambda u: [u[0].reshape(2, -1)], "expected one vector of"),
 ])
-def test_poisoned_updates_are_dropped_and_the_round_goes_on(tmp_path, poison, why):
+def test_poisoned_updates_are_dropped_and_the_round_goes_on(poison, why):
     """Before: NaN/inf entered the global model, x1e12 passed, a negative part weight cancelled another site,
     a wrong shape failed the study."""
-    strategy, db = _strategy(tmp_path)
-    honest = _honest(2.0)
-    bad = poison(_honest(3.0))
-    parameters, _ = strategy.aggregate_fit(1, [_reply(1, honest, site="hospital-a", examples=100),
-                                               _reply(2, bad, site="hospital-b", examples=100)], [])
+    strategy = _strategy()
+    parameters, _ = strategy.aggregate_fit(1, [_reply(1, _honest(2.0), site="hospital-a", examples=100),
+                                               _reply(2, poison(_honest(3.0)), site="hospital-b", examples=100)], [])
     assert parameters is not None
     assert np.allclose(strategy.global_state["ecg_encoder.w"], 2.0)  # the honest site's update alone
-    from rundb.schema import Round
-
-    with db.session() as s:
-        participants = s.query(Round).one().participants
-    assert why in participants["rejected"]["hospital-b"] and participants["failed"] == 1
+    participants = strategy.take_round().participants
+    assert why in participants.rejected["hospital-b"] and participants.failed == 1
 
 
-def test_a_reply_not_in_the_wire_format_is_dropped(tmp_path):
-    """Arrays sent one by one (not the one-vector wire format) cannot be cut into the model's shapes."""
-    strategy, db = _strategy(tmp_path)
-    parameters, _ = strategy.aggregate_fit(1, [_reply(1, _honest(2.0), site="hospital-a", examples=100),
-                                               _reply(2, _honest(3.0), packed=False, site="hospital-b", examples=100)], [])
-    assert parameters is not None and np.allclose(strategy.global_state["ecg_encoder.w"], 2.0)
-    from rundb.schema import Round
-
-    with db.session() as s:
-        assert "expected one vector" in s.query(Round).one().participants["rejected"]["hospital-b"]
-
-
-def test_a_secagg_aggregate_that_fails_its_checks_leaves_the_model_unchanged(tmp_path):
-    strategy, _ = _strategy(tmp_path, secagg=True)
+def test_a_secagg_aggregate_that_fails_its_checks_leaves_the_model_unchanged():
+    strategy = _strategy(secagg=True)
     before = dict(strategy.global_state)
-    poisoned = [_honest(2.0)[0] * np.float32("nan")] + _honest(2.0)[1:]
-    parameters, _ = strategy.aggregate_fit(1, [_reply(1, poisoned, site="hospital-a", examples=100)], [])
+    parameters, _ = strategy.aggregate_fit(1, [_reply(1, [_nan(_honest(2.0)[0])], site="hospital-a", examples=100)], [])
     assert parameters is None and all(np.array_equal(before[k], v) for k, v in strategy.global_state.items())
+    record = strategy.take_round()
+    assert "non-finite" in record.participants.outcome and record.participants.trained == []
 
 
-def test_the_server_flags_a_site_whose_lifetime_epsilon_went_down(tmp_path):
-    strategy, db = _strategy(tmp_path)
-    db.add_site_metrics(strategy.recorder.study_id, [("pretrain", 0, "fit", "hospital-a", {"epsilon": 7.96})])
-    strategy.recorder.last_epsilon = db.last_epsilon_by_site()
+def test_the_server_flags_a_site_whose_lifetime_epsilon_went_down():
+    strategy = _strategy(last_epsilon={"hospital-a": 7.96})
     strategy.aggregate_fit(1, [_reply(1, _honest(), site="hospital-a", examples=100, epsilon=0.4)], [])
-    from rundb.schema import Round
+    assert "went down from 7.960 to 0.400" in strategy.take_round().participants.flags["hospital-a"]
 
-    with db.session() as s:
-        assert "went down from 7.960 to 0.400" in s.query(Round).one().participants["flags"]["hospital-a"]
+
+def test_a_round_flower_moved_past_is_recorded_as_not_aggregated():
+    """SecAgg+ that cannot unmask never calls aggregate_fit: the round's record says so and names who was asked."""
+    strategy = _strategy()
+    strategy.asked = {"hospital-a", "hospital-b"}
+    record = strategy.take_round()
+    assert not record.participants.aggregated and record.participants.dropped == ["hospital-a", "hospital-b"]
+    assert record.seconds is not None
 
 
 def test_per_site_validation_metrics_need_enough_patients_per_class(tiny_cohort):
@@ -201,7 +209,7 @@ def test_secagg_masks_come_from_the_whole_secret_and_still_cancel():
 
     import client.client_app  # noqa: F401  (installs the client end)
     import server.secure_aggregation  # noqa: F401  (installs the server end)
-    from shared_models.mask_prg import chacha20_masks
+    from protocol.mask_prg import chacha20_masks
 
     for module in ("flwr.client.mod.secure_aggregation.secaggplus_mod", "flwr.server.workflow.secure_aggregation.secaggplus_workflow"):
         assert importlib.import_module(module).pseudo_rand_gen is chacha20_masks

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from shared_models.simulated_site import site_config_for_partition
+from protocol.simulated_site import site_config_for_partition
 from rundb.schema import Round, SiteMetric, Study
-from shared_models.site_metrics import MetricKey
+from protocol.site_metrics import MetricKey
 from server.study_config import load_study_config
 
 def test_a_virtual_site_is_the_partition_th_listed_config_and_a_real_site_keeps_its_own():

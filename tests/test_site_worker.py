@@ -83,10 +83,10 @@ def supervised_worker(tiny_cohort):
 
 def test_the_worker_answers_as_the_clientapp_process_would_and_comes_back_after_it_dies(supervised_worker):
     from shared_models.cardiacnets import build_model
-    from shared_models.wire import pack
+    from protocol.codec import encode_weights
 
     config, address, worker = supervised_worker
-    parameters = pack([v.numpy() for v in build_model("tiny").state_dict().values()])
+    parameters = encode_weights({k: v.numpy() for k, v in build_model("tiny").state_dict().items()})
     via_worker = _site_client(config, address)
     in_process = _site_client(config, None)
     loss_w, n_w, metrics_w = via_worker.evaluate(parameters, ROUND)

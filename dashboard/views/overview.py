@@ -4,8 +4,8 @@ import altair as alt
 import streamlit as st
 
 from dashboard import data
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import lab_key
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import lab_key
 from shared_models.training import PHASES
 
 url, study_id = st.session_state.db_url, st.session_state.study_id

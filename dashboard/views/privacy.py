@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from shared_models.site_metrics import MetricKey as K
+from protocol.site_metrics import MetricKey as K
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Privacy")

@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
-from shared_models.site_metrics import MetricKey as K
-from shared_models.site_metrics import local_key
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import local_key
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Sites")

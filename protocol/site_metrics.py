@@ -97,3 +97,25 @@ def weighted_mean_of_numbers(results: list[tuple[int, dict]]) -> dict[str, float
                 sums[key] = sums.get(key, 0.0) + float(value) * examples
                 weights[key] = weights.get(key, 0.0) + examples
     return {key: sums[key] / weights[key] for key in sums}
+
+
+# Human names for the keys people read (the summary table, the dashboard); a key without one shows as itself.
+LABELS = {
+    MetricKey.LOSS: "loss", MetricKey.MASKED_ECG: "masked-ECG loss", MetricKey.ALIGNMENT_COSINE: "ECG-CMR cosine",
+    MetricKey.RETRIEVAL_TOP1: "retrieval top-1", MetricKey.RETRIEVAL_CHANCE: "retrieval by chance",
+    MetricKey.GENERATOR_LOSS: "generator loss", MetricKey.SSIM: "SSIM", MetricKey.PSNR: "PSNR",
+    MetricKey.EF_PROXY_MAE: "EF-proxy MAE", MetricKey.BASELINE_SSIM: "mean clip's SSIM",
+    MetricKey.BASELINE_EF_PROXY_MAE: "mean clip's EF-proxy MAE", MetricKey.MEAN_AUROC: "mean AUROC",
+    MetricKey.MEAN_R2: "mean R²", MetricKey.EPSILON: "ε spent", MetricKey.TARGET_EPSILON: "ε budget",
+    MetricKey.NOISE_MULTIPLIER: "noise σ", MetricKey.EXAMPLES: "training examples",
+    MetricKey.NUM_EXAMPLES: "validation examples", MetricKey.ECG_PAIRWISE_COSINE: "ECG pairwise cosine",
+    MetricKey.CMR_PAIRWISE_COSINE: "CMR pairwise cosine",
+}
+
+
+def label(key: str) -> str:
+    """'lab/mean_auroc' -> 'mean AUROC (lab panel)', 'local/loss' -> 'loss (site's own model)'."""
+    for prefix, where in (("lab/", "lab panel"), ("local/", "site's own model")):
+        if key.startswith(prefix):
+            return f"{label(key.removeprefix(prefix))} ({where})"
+    return LABELS.get(key, key)
