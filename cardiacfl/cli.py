@@ -1,4 +1,8 @@
-"""`cardiacfl`: one command for hospital IT, the coordinating lab and study leads."""
+"""`cardiacfl`: one command for hospital IT, the coordinating lab and study leads.
+
+Exit codes, for every command: 0 done; 2 bad input (a missing or malformed file, option or config: the message
+names it); 1 the work itself failed (a study, the lab, a prediction, a ledger that is not trusted).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,23 @@ app.add_typer(rundb_app, name="rundb")
 ledger_app = typer.Typer(help="The site's lifetime privacy ledger.", no_args_is_help=True)
 site_app.add_typer(ledger_app, name="ledger")
 console = Console(stderr=True)
+PRESET_HELP = "Model preset: tiny, small, cpu, base or paper (its ECG rate and window, CMR frames and size)."
+RUN_FOLDER = Path("runs/demo-study")  # `study run` writes here and `dashboard` reads here unless told otherwise
+LAB_STATE_HELP = ("The lab's state folder (logs, checkpoints, run DB, ports); the same folder for `lab start` and "
+                  "`study submit/status/stop`.")
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """One line on stderr naming what went wrong; the caller raises the returned Exit."""
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _check_preset(preset: str) -> None:
+    from shared_models.config import PRESETS
+
+    if preset not in PRESETS:
+        raise fail(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}", 2)
 
 
 def _progress() -> Progress:
@@ -72,7 +93,7 @@ def synth(
 def data_check(
     site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
-    preset: str = typer.Option("small", help="The model preset the site will feed (its ECG rate and window, CMR frames and size)."),
+    preset: str = typer.Option("small", help=PRESET_HELP),
 ) -> None:
     """Validate a site end to end (manifest, every ECG and CMR) and fill its preprocessing cache.
 
@@ -81,6 +102,7 @@ def data_check(
     from sitedata.site_config import SiteConfigError, load_site_config
     from sitedata.site_data import prepare_site
 
+    _check_preset(preset)
     try:
         config = load_site_config(site_config)
         check_model_geometry(config, preset)
@@ -105,21 +127,22 @@ def train_central_command(
     data: Path = typer.Option(Path("data/demo-cohort"), help="Cohort folder (with site_configs/), a folder of site configs, or one config."),
     out: Path = typer.Option(Path("runs/central"), help="Folder for checkpoints, metrics.json and plots."),
     phase: list[str] = typer.Option(["all"], help="pretrain, generator, finetune or all (repeatable; run in that order)."),
-    preset: str = typer.Option("small", help="Model size: tiny, small, base or paper."),
+    preset: str = typer.Option("small", help=PRESET_HELP),
     init: Path | None = typer.Option(None, help="Start from this checkpoint instead of a fresh model."),
     epochs: int = typer.Option(0, min=0, help="Epochs per phase (0: the phase defaults 20/30/20)."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
-    batch_size: int = typer.Option(32, min=2),
+    batch_size: int = typer.Option(32, min=2, help="Batch size."),
     label_fraction: float = typer.Option(1.0, min=0.01, max=1.0, help="Share of labelled training samples fine-tuning sees."),
     finetune_mode: str = typer.Option("full", help="full (encoder + heads) or linear (heads only: a linear probe)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the model's initialisation and the data order."),
 ) -> None:
     """Centralized reference training on the pooled cohort (the upper bound for the federated study)."""
     from cardiacfl.central import train_central
     from protocol.jsonable import finite_or_null
     from shared_models.training import PHASES
 
+    _check_preset(preset)
     phases = list(PHASES) if "all" in phase else [p for p in PHASES if p in phase]
     unknown = set(phase) - set(PHASES) - {"all"}
     if unknown or not phases:
@@ -171,13 +194,11 @@ def predict(
     from shared_models.targets import INDICATORS
 
     if not checkpoint.is_file():
-        console.print(f"[red]error:[/red] checkpoint {checkpoint} not found")
-        raise typer.Exit(2)
+        raise fail(f"checkpoint {checkpoint} not found", 2)
     try:
         result = predict_from_checkpoint(checkpoint, ecg, out=out, allow_reduced_leads=allow_reduced_leads)
-    except (EcgError, OSError, ValueError) as err:
-        console.print(f"[red]error:[/red] {ecg}: {err}", highlight=False)
-        raise typer.Exit(1)
+    except (EcgError, OSError, ValueError) as err:  # the record given cannot be read or scored
+        raise fail(f"{ecg}: {err}", 2)
     if as_json:
         sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
         return
@@ -209,19 +230,18 @@ def provision(
     ctx: typer.Context,
     study: str = typer.Option("", help="Study name (written into every kit)."),
     lab_address: str = typer.Option("", help="HOST[:PORT] hospitals connect to (the Fleet gateway; port 9092 by default)."),
-    sites: list[str] = typer.Option([], "--sites", help="Site ids (repeat the option)."),
+    site: list[str] = typer.Option([], "--site", help="A hospital's site id (repeat the option, one per hospital)."),
     out: Path = typer.Option(Path("kits"), help="Folder for the lab's kit and one archive per hospital."),
 ) -> None:
     """Write the lab's kit (CA, SuperLink certificate for the lab's address, site keys) and one archive per
     hospital; re-running with more sites adds them and keeps every earlier kit valid."""
     if ctx.invoked_subcommand is not None:
         return
-    if not (study and lab_address and sites):
-        console.print("[red]error:[/red] --study, --lab-address and at least one --sites are required")
-        raise typer.Exit(2)
+    if not (study and lab_address and site):
+        raise fail("--study, --lab-address and at least one --site are required", 2)
     from cardiacfl.provision import provision_study
 
-    paths = provision_study(out, study, lab_address, sites)
+    paths = provision_study(out, study, lab_address, site)
     console.print(f"lab kit (keep at the lab): {paths['lab']} (SuperLink certificate for {lab_address}"
                   f"{'' if ':' in lab_address else ':9092'})", highlight=False)
     for site, archive in paths["archives"].items():
@@ -239,15 +259,14 @@ def provision_revoke(
     try:
         revoke(out, site)
     except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(2)
+        raise fail(str(err), 2)
     console.print(f"{site}: key revoked (recorded in {out / 'lab' / 'revoked.txt'})", highlight=False)
 
 
 @study_app.command("run")
 def study_run(
     study: Path = typer.Option(Path("studies/demo.toml"), help="Study config."),
-    work: Path = typer.Option(Path("runs/study"), help="Folder for keys, logs, checkpoints and the run database."),
+    work: Path = typer.Option(RUN_FOLDER, help="Folder for keys, logs, checkpoints and the run database (`dashboard` reads WORK/study.db)."),
     reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel (generation gallery)."),
     insecure: bool = typer.Option(False, "--insecure", help="DEBUG ONLY: no TLS and no site authentication."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished study of this name in WORK from its last finished round."),
@@ -279,11 +298,9 @@ def study_simulate(
     config = _load_study(study)
     configs = sorted(Path(p) for p in glob.glob(site_configs)) if site_configs else list(config.sites)
     if site_configs and not configs:
-        console.print(f"[red]error:[/red] --site-configs {site_configs!r} matches no file", highlight=False)
-        raise typer.Exit(2)
+        raise fail(f"--site-configs {site_configs!r} matches no file", 2)
     if sites > len(configs):
-        console.print(f"[red]error:[/red] --sites {sites}: only {len(configs)} site configs", highlight=False)
-        raise typer.Exit(2)
+        raise fail(f"--sites {sites}: only {len(configs)} site configs", 2)
     configs = configs[:sites] if sites else configs
     _run_with_progress(config, lambda status, update: simulate_study(
         config, work, site_configs=configs, reference_panel=reference_panel, cpus_per_site=cpus_per_site,
@@ -293,8 +310,8 @@ def study_simulate(
 @lab_app.command("start")
 def lab_start(
     kit: Path = typer.Option(..., help="The lab's kit folder (`provision` wrote it as OUT/lab)."),
-    state: Path = typer.Option(Path("lab-state"), help="Folder for logs, checkpoints, the run DB and the lab's ports."),
-    db: str = typer.Option("", help="Run database: SQLAlchemy URL or SQLite path (default: STATE/study.db)."),
+    lab_state: Path = typer.Option(Path("lab-state"), help=LAB_STATE_HELP),
+    db: str = typer.Option("", help="Run database: SQLAlchemy URL or SQLite path (default: LAB_STATE/study.db)."),
     fleet_address: str = typer.Option("", help="HOST[:PORT] to serve the Fleet API on (default: the kit's lab address)."),
     db_reader: str = typer.Option("", help="PostgreSQL role the dashboard connects as: granted read-only access."),
 ) -> None:
@@ -305,11 +322,12 @@ def lab_start(
     from cardiacfl.lab import start_lab_service
 
     try:
-        start_lab_service(kit, state, db=db or None, fleet_listen=fleet_address or None, db_reader=db_reader or None,
+        start_lab_service(kit, lab_state, db=db or None, fleet_listen=fleet_address or None, db_reader=db_reader or None,
                           status=lambda line: console.print(line, highlight=False, soft_wrap=True))
-    except (FileNotFoundError, RuntimeError, ValueError, SQLAlchemyError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1)
+    except (FileNotFoundError, ValueError) as err:  # the kit, the address or the database URL given
+        raise fail(str(err), 2)
+    except (RuntimeError, SQLAlchemyError) as err:
+        raise fail(str(err), 1)
 
 
 @rundb_app.command("upgrade")
@@ -334,15 +352,14 @@ def rundb_grant_reader(
         password = password_file.read_text().strip() if password_file else None
         url = grant_reader(db, role, password)
     except (OSError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1)
+        raise fail(str(err), 2)
     console.print(f"role {role} may read the run database: start the dashboard with --db {url}", highlight=False)
 
 
 @study_app.command("submit")
 def study_submit(
     study: Path = typer.Option(..., help="Study config."),
-    lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder."),
+    lab_state: Path = typer.Option(Path("lab-state"), help=LAB_STATE_HELP),
     reference_panel: Path | None = typer.Option(None, help="Site config of the lab's reference panel."),
     resume: bool = typer.Option(False, "--resume", help="Continue the latest unfinished study of this name."),
 ) -> None:
@@ -351,15 +368,16 @@ def study_submit(
 
     try:
         run_id = submit_study(lab_state, _load_study(study), reference_panel, resume=resume)
-    except (FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1)
+    except FileNotFoundError as err:
+        raise fail(str(err), 2)
+    except RuntimeError as err:
+        raise fail(str(err), 1)
     sys.stdout.write(f"{run_id}\n")
 
 
 @study_app.command("status")
 def study_status_command(
-    lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder."),
+    lab_state: Path = typer.Option(Path("lab-state"), help=LAB_STATE_HELP),
     follow: bool = typer.Option(False, "--follow", help="Keep printing until the study ends."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
@@ -372,35 +390,43 @@ def study_status_command(
         try:
             snapshot = study_status(lab_state)
         except FileNotFoundError as err:
-            console.print(f"[red]error:[/red] {err}", highlight=False)
-            raise typer.Exit(1)
+            raise fail(str(err), 2)
         if as_json:
             sys.stdout.write(json.dumps(snapshot) + "\n")
         else:
-            console.print(f"{snapshot.get('study', '-')} #{snapshot.get('id', '-')}: {snapshot.get('status', 'no study yet')}, "
-                          f"{snapshot.get('phase') or '-'} round {snapshot.get('round', 0)}/{snapshot.get('total_rounds', '?')}"
-                          f"{'; ' + snapshot['reason'] if snapshot.get('reason') else ''}", highlight=False)
+            console.print(_status_line(snapshot), highlight=False)
         if not follow or snapshot.get("status") in ("finished", "failed", "interrupted"):
             break
         time.sleep(5)
 
 
+def _status_line(snapshot: dict) -> str:
+    line = (f"{snapshot.get('study', '-')} #{snapshot.get('id', '-')}: {snapshot.get('status', 'no study yet')}, "
+            f"{snapshot.get('phase') or '-'} round {snapshot.get('round', 0)}/{snapshot.get('total_rounds', '?')}")
+    if snapshot.get("reason"):
+        line += f"; {snapshot['reason']}"
+    if (flower := snapshot.get("flower_run")):
+        line += f"; Flower run {flower['id']}: {flower['status']}"
+    return line
+
+
 @study_app.command("stop")
-def study_stop(lab_state: Path = typer.Option(Path("lab-state"), help="The running lab's state folder.")) -> None:
+def study_stop(lab_state: Path = typer.Option(Path("lab-state"), help=LAB_STATE_HELP)) -> None:
     """Stop the latest submitted study at a running lab and mark it interrupted."""
     from cardiacfl.lab import stop_study
 
     try:
         run_id = stop_study(lab_state)
-    except (FileNotFoundError, RuntimeError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1)
+    except FileNotFoundError as err:
+        raise fail(str(err), 2)
+    except RuntimeError as err:
+        raise fail(str(err), 1)
     console.print(f"stopped Flower run {run_id}")
 
 
 @site_app.command("start")
 def site_start(
-    kit: Path = typer.Option(..., help="This hospital's kit archive (from the lab)."),
+    kit: Path = typer.Option(..., help="This hospital's kit from the lab: the archive (kits/<site>.tar.gz) or its unpacked folder."),
     site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
     threads: int = typer.Option(0, min=0, help="torch threads for the site's worker (0: torch's choice)."),
 ) -> None:
@@ -413,8 +439,7 @@ def site_start(
         code = start_site(kit, site_config, threads=threads or None,
                           status=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except (SiteConfigError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(2)
+        raise fail(str(err), 2)
     raise typer.Exit(code)
 
 
@@ -438,8 +463,7 @@ def _load_study(path: Path):
     try:
         return load_study_config(path)
     except StudyConfigError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(2)
+        raise fail(str(err), 2)
 
 
 def _run_with_progress(config, run) -> None:
@@ -473,9 +497,9 @@ def _run_with_progress(config, run) -> None:
 
 @app.command()
 def dashboard(
-    db: str = typer.Option("runs/demo-study/study.db", help="Run database: a SQLite file or an SQLAlchemy URL."),
+    db: str = typer.Option(str(RUN_FOLDER / "study.db"), help="Run database: a SQLite file or an SQLAlchemy URL (default: what `study run` writes)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default; use a TLS reverse proxy beyond it)."),
-    port: int = typer.Option(8501),
+    port: int = typer.Option(8501, help="Port to serve on."),
     utility: Path | None = typer.Option(None, help="utility.json of benchmarks/privacy_utility.py: adds the References page."),
 ) -> None:
     """Start the Streamlit study dashboard (study leads sign in with the configured password)."""
@@ -494,9 +518,6 @@ def dashboard(
                                       "--server.port", str(port), "--server.headless", "true",
                                       "--browser.gatherUsageStats", "false"], env=env))
 
-
-if __name__ == "__main__":
-    app()
 
 
 @ledger_app.command("verify")
@@ -533,3 +554,7 @@ def ledger_reset(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2)
     console.print(f"{config.site_id}: new ledger at {path} (reset recorded: {reason!r})")
+
+
+if __name__ == "__main__":
+    app()

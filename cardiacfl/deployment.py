@@ -22,6 +22,7 @@ from typing import Callable
 from cardiacfl.provision import provision
 from server.study_config import StudyConfig
 from protocol import flower_timing
+from protocol.procfs import command_line, descendants, is_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,8 @@ def site_node_command(site_config: Path, *, supernode_args: list[str], threads: 
     return command + ["--", *supernode_args]
 
 
-def _bin(name: str) -> str:
+def flower_bin(name: str) -> str:
+    """A Flower command from this interpreter's environment (the venv), else from PATH."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
 
@@ -127,11 +129,8 @@ class Processes:
         """True once the ServerApp (started by Flower under one of these processes) has been seen and is gone."""
         if self.serverapp is None:
             for pid in (child for _, process in self.running for child in descendants(process.pid)):
-                try:
-                    if b"flwr-serverapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        self.serverapp = pid
-                except OSError:
-                    pass
+                if b"flwr-serverapp" in command_line(pid):
+                    self.serverapp = pid
             return False
         return not is_alive(self.serverapp)
 
@@ -145,30 +144,6 @@ class Processes:
             if name not in self.reported:
                 self.reported.add(name)
                 warn(f"{name} exited with code {process.returncode}; the study goes on while enough sites remain")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process started, directly or not, by `pid` (from /proc; empty where there is none)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, frontier = [], [pid]
-    while frontier:
-        for child in parents.get(frontier.pop(), []):
-            found.append(child)
-            frontier.append(child)
-    return found
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -245,7 +220,7 @@ def resumable_study(db_path: Path, name: str) -> int | None:
 
 
 def flwr(args: list[str], env: dict) -> str:
-    result = subprocess.run([_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([flower_bin("flwr"), *args], env=env, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"flwr {' '.join(args[:2])} failed: {result.stdout[-800:]}{result.stderr[-800:]}")
     return result.stdout
@@ -257,15 +232,15 @@ def start_lab(processes: Processes, pki: dict, env: dict, logs: Path, *, superli
     network) and the Fleet gateway on `fleet_listen`, the only address hospitals connect to."""
     tls = ["--insecure"] if insecure else ["--ssl-ca-certfile", str(pki["ca"]), "--ssl-certfile", str(pki["superlink_cert"]),
                                            "--ssl-keyfile", str(pki["superlink_key"]), "--enable-supernode-auth"]
-    processes.start("superlink", [_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(superlink_port),
+    processes.start("superlink", [flower_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(superlink_port),
                                   "--disable-runtime-dependency-installation", *tls], env, logs / "superlink.log")
-    _wait_for_port(superlink_port, processes)
+    wait_for_port(superlink_port, processes)
     gateway_tls = ["--insecure"] if insecure else ["--ca", str(pki["ca"]), "--cert", str(pki["superlink_cert"]),
                                                    "--key", str(pki["superlink_key"])]
     processes.start("fleet gateway", [sys.executable, "-m", "cardiacfl.fleet_gateway", "--listen", fleet_listen,
                                       "--upstream", f"127.0.0.1:{superlink_port}", *gateway_tls], env, logs / "fleet-gateway.log")
     host, _, port = fleet_listen.rpartition(":")
-    _wait_for_port(int(port), processes, host="127.0.0.1" if host in ("0.0.0.0", "::", "") else host.strip("[]"))
+    wait_for_port(int(port), processes, host="127.0.0.1" if host in ("0.0.0.0", "::", "") else host.strip("[]"))
 
 
 def register_site(public_key: str, site: str, env: dict) -> int:
@@ -275,7 +250,7 @@ def register_site(public_key: str, site: str, env: dict) -> int:
     return int(reply["node-id"])
 
 
-def _wait_for_port(port: int, processes: Processes, timeout: float = 60, host: str = "127.0.0.1") -> None:
+def wait_for_port(port: int, processes: Processes, timeout: float = 60, host: str = "127.0.0.1") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         processes.check()
@@ -335,19 +310,19 @@ def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict
     except (KeyboardInterrupt, StudyInterrupted) as stop:
         processes.stop()  # before the DB is marked: nothing may write after it
         why = f"stopped by {stop or 'SIGINT'}"
-        study_id = resumed or _study_started_after(paths.db, after)
+        study_id = resumed or study_started_after(paths.db, after)
         if study_id is not None:
             mark_study_ended(str(paths.db), study_id, "interrupted", why)
         raise RuntimeError(f"study interrupted ({why}); run it again with --resume to continue") from None
     if final != "finished":
         processes.stop()
-        study_id = resumed or _study_started_after(paths.db, after)
+        study_id = resumed or study_started_after(paths.db, after)
         if study_id is not None and reason:
             mark_study_ended(str(paths.db), study_id, "failed", reason)
         raise RuntimeError(f"study ended with status {final}{f' ({reason})' if reason else ''}; logs in {paths.logs}")
 
 
-def _study_started_after(db_path: Path, after: float) -> int | None:
+def study_started_after(db_path: Path, after: float) -> int | None:
     from rundb import queries
     from rundb.reader import open_readonly
 

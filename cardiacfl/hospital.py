@@ -7,12 +7,14 @@ client/site_node.py) connected to the lab, starting it again with backoff while 
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
-import time
+import threading
 import tomllib
 from pathlib import Path
 from typing import Callable
 
+from client.restarts import keep_running
 from cardiacfl.deployment import Processes, flower_environment, free_port, interrupt_on_signals, site_node_command, StudyInterrupted
 
 WILL_SEND = ("model updates for the study's rounds, noised by this site's own DP-SGD within its own budget and "
@@ -28,12 +30,22 @@ def node_log(config) -> Path:
 
 
 def unpack_kit(archive: Path, site_id: str, state_dir: Path) -> dict:
-    """The kit's files in `<state>/kit` (folder 0700, key 0600); refuses another site's kit."""
+    """The kit's files in `<state>/kit` (folder 0700, key 0600), from the archive or its unpacked folder (the
+    `<site>/` folder `provision` writes beside it); refuses another site's kit."""
     target = state_dir / "kit"
     target.mkdir(parents=True, exist_ok=True)
     os.chmod(target, 0o700)
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")  # no absolute paths, links out or device files
+    if archive.is_dir():
+        if not (archive / "kit.toml").is_file():
+            raise ValueError(f"{archive}: not a hospital kit (no kit.toml); give the kit archive or its unpacked folder")
+        shutil.copytree(archive, target / tomllib.loads((archive / "kit.toml").read_text())["kit"]["site"],
+                        dirs_exist_ok=True)
+    else:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(target, filter="data")  # no absolute paths, links out or device files
+        except (tarfile.TarError, OSError) as err:
+            raise ValueError(f"{archive}: not a readable kit archive ({err})") from err
     folders = [p for p in target.iterdir() if p.is_dir()]
     kit = target / site_id
     if kit not in folders:
@@ -64,18 +76,18 @@ def start_site(kit_archive: Path, site_config: Path, *, threads: int | None = No
         "--superlink", kit["lab_address"], "--port", str(free_port()), "--root-certificates", str(kit["ca"]),
         "--auth-supernode-private-key", str(kit["key"]), "--max-retries", "0"])
     env = flower_environment(config.state_dir / "flwr-home")
-    backoff = 1.0
     processes = Processes()
+
+    def start_node():
+        processes.running.clear()
+        return processes.start("site node", command, env, node_log(config))
+
+    def report(code: int, wait: float) -> None:
+        status(f"site node exited with code {code} ({_why(node_log(config))}); reconnecting in {wait:.0f} s")
+
     try:
         with interrupt_on_signals():
-            while True:
-                started = time.monotonic()
-                node = processes.start("site node", command, env, node_log(config))
-                code = node.wait()
-                processes.running.clear()
-                backoff = 1.0 if time.monotonic() - started > 120 else min(2 * backoff, max_backoff_s)
-                status(f"site node exited with code {code} ({_why(node_log(config))}); reconnecting in {backoff:.0f} s")
-                time.sleep(backoff)
+            keep_running(start_node, stop=threading.Event(), report=report, cap=max_backoff_s, healthy_s=120)
     except (KeyboardInterrupt, StudyInterrupted):
         status("stopping the site node")
     finally:

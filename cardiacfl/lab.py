@@ -75,6 +75,7 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
                       "checkpoints": str(paths.checkpoints), "site_nodes": nodes, "flwr_home": str(paths.flwr_home)}
             (paths.work / STATE_FILE).write_text(json.dumps(record, indent=2))
             status(f"lab ready: Fleet API on {host}:{port} for {', '.join(nodes) or 'no site'}; logs in {paths.logs}")
+            status(f"lab state in {paths.work}: pass --lab-state {paths.work} to `study submit`, `status` and `stop`")
             if ready:
                 ready(record)
             while True:
@@ -108,7 +109,9 @@ def _unregister_revoked(kit: Path, nodes: dict[str, int], env: dict, status: Cal
 def lab_record(state: Path) -> dict:
     path = state.resolve() / STATE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no running lab here (start one with `cardiacfl lab start`)")
+        raise FileNotFoundError(f"no running lab in {state.resolve()} (looked for {STATE_FILE} there): pass the folder "
+                                "the lab was started with as --lab-state (`lab start` prints it; without the option it "
+                                "is lab-state/ under the folder `lab start` ran in)")
     return json.loads(path.read_text())
 
 

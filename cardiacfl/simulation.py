@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from cardiacfl.cross_site import MAX_SITES, fill_cross_site_matrix
-from cardiacfl.deployment import (Processes, StudyPaths, _bin, _study_started_after, _wait_for_port, flower_environment,
+from cardiacfl.deployment import (Processes, StudyPaths, flower_bin, study_started_after, wait_for_port, flower_environment,
                                   follow_study, free_port, study_run_config, submit)
 from protocol.simulated_site import SITE_CONFIGS_KEY
 from server.study_config import StudyConfig
@@ -41,10 +41,10 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
     with ExitStack() as stack:
         processes = Processes()
         stack.callback(processes.stop)
-        processes.start("superlink", [_bin("flower-superlink"), "--simulation", "--insecure", "--host", "127.0.0.1",
+        processes.start("superlink", [flower_bin("flower-superlink"), "--simulation", "--insecure", "--host", "127.0.0.1",
                                       "--port", str(port), "--disable-runtime-dependency-installation"],
                         env, paths.logs / "superlink.log")
-        _wait_for_port(port, processes)
+        wait_for_port(port, processes)
         status(f"simulation SuperLink on 127.0.0.1:{port}; {len(configs)} virtual sites, {cpus_per_site} CPU each")
         run_config = study_run_config(study, paths, reference_panel,
                                       extra=f'{SITE_CONFIGS_KEY}="{",".join(str(p) for p in configs)}"')
@@ -54,7 +54,7 @@ def simulate_study(study: StudyConfig, work: Path, *, site_configs: list[Path] |
         status(f"study submitted as Flower run {run_id}")
         follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress)
     if any(plan.name == "finetune" for plan in study.phases):  # the lab holds every site's data here
-        written = fill_cross_site_matrix(paths.db, _study_started_after(paths.db, submitted), configs)
+        written = fill_cross_site_matrix(paths.db, study_started_after(paths.db, submitted), configs)
         status(f"cross-site matrix: {written} (model, site) scores" if written else
                f"cross-site matrix skipped: more than {MAX_SITES} sites" if len(configs) > MAX_SITES else
                "cross-site matrix: no site kept a fine-tuned model")

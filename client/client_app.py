@@ -20,25 +20,13 @@ from flwr.common import Context, Message
 
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
 from protocol.simulated_site import site_config_for_partition
+from protocol.procfs import seconds_since_start
 from protocol.round_contract import RoundConfig
 from protocol import mask_prg
 from protocol.site_metrics import MetricKey
 
 # ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
 mask_prg.install(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
-
-
-def _seconds_since_process_start() -> float:
-    """Time this ClientApp process has lived (Linux): start-up cost that Flower's per-message process adds."""
-    import os
-    import time
-
-    try:
-        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
-        return time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, StopIteration):
-        return float("nan")
 
 
 class SiteClient(NumPyClient):
@@ -56,10 +44,10 @@ class SiteClient(NumPyClient):
         return site_round.work(op, self.site_config, list(parameters), rc)
 
     def fit(self, parameters, config):
-        startup = _seconds_since_process_start()
+        startup = seconds_since_start()
         update, metrics = self._work("train", parameters, config)
         metrics[MetricKey.STARTUP_S] = startup
-        metrics[MetricKey.WORK_S] = _seconds_since_process_start() - startup
+        metrics[MetricKey.WORK_S] = seconds_since_start() - startup
         # weight 1: the encoded update carries its own per-part example weights (protocol/codec.py)
         return update, 1, metrics
 

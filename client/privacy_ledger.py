@@ -118,10 +118,6 @@ class PrivacyLedger:
         return [e for e in self.entries if e["kind"] == "spend"]
 
     @property
-    def declined(self) -> list[dict]:
-        return [e for e in self.entries if e["kind"] == "decline"]
-
-    @property
     def epsilon(self) -> float:
         return epsilon_of(self.history, self.target_delta)
 

@@ -22,6 +22,7 @@ import threading
 import time
 from pathlib import Path
 
+from client.restarts import keep_running
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, connect
 from protocol import flower_timing
 
@@ -38,21 +39,16 @@ class SupervisedWorker:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.args)
-        threading.Thread(target=self._supervise, daemon=True).start()
+        first = iter([self.process])
+        threading.Thread(target=keep_running, daemon=True, kwargs=dict(
+            start=lambda: next(first, None) or self._restart(), stop=self.stopping, cap=30.0, healthy_s=60.0,
+            report=lambda code, wait: print(f"site worker exited with code {code}; restarting in {wait:.0f} s", flush=True),
+        )).start()
 
-    def _supervise(self) -> None:
-        backoff = 1.0
-        while not self.stopping.is_set():
-            started = time.monotonic()
-            code = self.process.wait()
-            if self.stopping.is_set():
-                return
-            backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
-            print(f"site worker exited with code {code}; restarting in {backoff:.0f} s", flush=True)
-            if self.stopping.wait(backoff):
-                return
-            self.restarts += 1
-            self.process = subprocess.Popen(self.args)
+    def _restart(self) -> subprocess.Popen:
+        self.restarts += 1
+        self.process = subprocess.Popen(self.args)
+        return self.process
 
     def stop(self) -> None:
         self.stopping.set()

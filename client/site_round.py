@@ -99,19 +99,29 @@ def open_ledger(config: SiteConfig, *, locked: bool = False) -> Iterator[Privacy
         yield PrivacyLedger.open(config.ledger_path, **kwargs)
 
 
+class Declined(Exception):
+    """This site will not train this round; the message is its reason, sent to the lab."""
+
+
 def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc: RoundConfig) -> tuple[list[np.ndarray], dict]:
     """-> (the encoded update as it travels, protocol/codec.py; aggregate metrics)."""
     started = time.perf_counter()
     config, site = _site(str(site_config), rc.preset)
     metrics: dict = {K.SITE: config.site_id, K.PHASE: rc.phase, K.ROUND: rc.server_round, K.DECLINED: 0, K.REASON: ""}
+    try:
+        update = _train(config, site, global_state, rc, metrics, started)
+    except Declined as why:
+        metrics.update({K.DECLINED: 1, K.REASON: str(why), K.EXAMPLES: 0})
+        update = encode_update(global_state, {}, rc.max_site_examples)
+    return update, plain(metrics)
 
-    def declined(reason: str) -> tuple[list[np.ndarray], dict]:
-        metrics.update({K.DECLINED: 1, K.REASON: reason, K.EXAMPLES: 0})
-        return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
 
+def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.ndarray], rc: RoundConfig, metrics: dict,
+           started: float) -> list[np.ndarray]:
+    """One phase of the one training loop at this site; fills `metrics`, raises Declined."""
     refusal = policy_refusal(rc, config)
     if refusal:
-        return declined(refusal)
+        raise Declined(refusal)
     data = phase_dataset(site, rc.phase)
     has_cmr = site_has_cmr(site)
     model = _model(rc.preset, global_state)
@@ -119,42 +129,20 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
                            finetune_mode=rc.finetune_mode, alignment="distill" if rc.dp else "infonce",
                            seed=rc.seed + rc.server_round, device=config.training.device)
     parts = trainable_parts(options, has_cmr=has_cmr) if len(data) else set()
-    batch = config.training.batch_size
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
-        return encode_update(global_state, {}, rc.max_site_examples), plain(metrics)
+        return encode_update(global_state, {}, rc.max_site_examples)
     pos_weight = reference_pos_weight() if rc.phase == "finetune" else None
     # The data order is reproducible from the server's seed; DP's noise and sampling are not (client/privacy.py).
-    loader = DataLoader(data, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
-    if not rc.dp:  # only where the site's policy allows it (policy_refusal above)
-        metrics[K.PREPARE_S] = time.perf_counter() - started
-        result = train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight)
-    else:
-        try:
-            with open_ledger(config, locked=True) as ledger:  # held from the budget check to the record
-                sigma = ledger.plan(_plan(site, rc.plan, batch))
-                rate, per_epoch = _steps_per_epoch(len(data), batch)
-                metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
-                                K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
-                                K.SAMPLE_RATE: rate})
-                reason = ledger.check(rate, per_epoch * rc.local_epochs)
-                if reason:
-                    ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
-                    metrics[K.EPSILON] = ledger.epsilon
-                    return declined(reason)
-                from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
+    loader = DataLoader(data, batch_size=config.training.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
 
-                privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm,
-                                              history=ledger.history)
-                metrics[K.PREPARE_S] = time.perf_counter() - started
-                result = train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight,
-                                     privatize=privatizer)
-                privatizer.close()
-                metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
-                                                   server_round=rc.server_round, steps=result.steps)
-        except LedgerTampered as err:
-            return declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "
-                            "a copy or runs `cardiacfl site ledger reset --reason ...`")
+    def train(privatize=None):
+        metrics[K.PREPARE_S] = time.perf_counter() - started
+        return train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight, privatize=privatize)
+
+    # Without DP only where the site's policy allows it (policy_refusal above).
+    result = _train_under_dp(config, site, rc, len(data), metrics, train) if rc.dp else train()
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
     if rc.phase == "finetune":  # the site's own model of this round: kept on site for its row of the cross-site matrix
         save_checkpoint(local_model_path(config), model, phase="finetune-local", step=rc.server_round)
@@ -162,8 +150,37 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     # Checked here too: under SecAgg+ the server sees only the sum, so a broken update must not be masked in.
     problem = update_problem(update, global_state, rc.max_update_ratio)
     if problem:
-        return declined(f"this site's own update failed its checks ({problem}); not sent")
-    return update, plain(metrics)
+        raise Declined(f"this site's own update failed its checks ({problem}); not sent")
+    return update
+
+
+def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, samples: int, metrics: dict, train):
+    """DP-SGD within the site's lifetime budget: the ledger is held from the budget check to the record."""
+    batch = config.training.batch_size
+    try:
+        with open_ledger(config, locked=True) as ledger:
+            sigma = ledger.plan(_plan(site, rc.plan, batch))
+            rate, per_epoch = _steps_per_epoch(samples, batch)
+            metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
+                            K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
+                            K.SAMPLE_RATE: rate})
+            reason = ledger.check(rate, per_epoch * rc.local_epochs)
+            if reason:
+                ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
+                metrics[K.EPSILON] = ledger.epsilon
+                raise Declined(reason)
+            from client.privacy import OpacusPrivatizer  # Opacus costs ~1 s to import: only when DP is on
+
+            privatizer = OpacusPrivatizer(noise_multiplier=sigma, max_grad_norm=config.privacy.max_grad_norm,
+                                          history=ledger.history)
+            result = train(privatizer)
+            privatizer.close()
+            metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
+                                               server_round=rc.server_round, steps=result.steps)
+            return result
+    except LedgerTampered as err:
+        raise Declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "
+                       "a copy or runs `cardiacfl site ledger reset --reason ...`") from None
 
 
 def work(op: str, site_config: str | Path, packed_global: list[np.ndarray], rc: RoundConfig):

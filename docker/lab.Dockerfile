@@ -27,4 +27,4 @@ VOLUME ["/state"]
 EXPOSE 9092
 HEALTHCHECK --interval=30s --timeout=10s --retries=3 CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 9092), 5)"]
 ENTRYPOINT ["cardiacfl", "lab", "start"]
-CMD ["--kit", "/kit", "--state", "/state", "--fleet-address", "0.0.0.0:9092"]
+CMD ["--kit", "/kit", "--lab-state", "/state", "--fleet-address", "0.0.0.0:9092"]

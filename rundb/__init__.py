@@ -1,2 +1,3 @@
-"""The run database: what the ServerApp records (`rundb.writer`) and the summary, the progress poller and the
-dashboard read (`rundb.reader`). SQLite file or any SQLAlchemy URL (PostgreSQL for a lab server)."""
+"""The run database (a SQLite file or PostgreSQL): its schema and migrations, the writer the study runner uses
+(`rundb.writer`), every read (`rundb.queries`, through `rundb.reader.open_readonly`, which never migrates), the
+dashboard's read-only role (`rundb.access`) and the test seeder (`rundb.seed`)."""

@@ -44,7 +44,6 @@ class PublicPhase:
     epochs: int
     examples: int
     seconds: float
-    mean_loss: float
     cached: bool
 
 
@@ -78,7 +77,6 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
     started = time.perf_counter()
     if cached:
         model.load_state_dict(stored.state_dict())
-        mean_loss = float("nan")
     else:
         loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
                             generator=torch.Generator().manual_seed(seed))
@@ -87,9 +85,8 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
             result = _finetune_with_early_stopping(model, loader, pooled(sites, "val"), options)
         else:
             result = train_phase(model, loader, options, progress=_logger(phase))
-        mean_loss = result.mean_loss
         save_checkpoint(path, model, phase=f"public-{phase}", step=result.steps, data_hash=digest)
-    done = PublicPhase(phase, epochs, len(data), time.perf_counter() - started, mean_loss, cached)
+    done = PublicPhase(phase, epochs, len(data), time.perf_counter() - started, cached)
     log.info("public data, %s: %d epochs over %d samples in %.0f s%s", phase, epochs, len(data), done.seconds,
              " (cached)" if cached else "")
     return done

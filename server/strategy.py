@@ -69,7 +69,8 @@ class StudyRounds:
                            plan=study.plan_text, local_epochs=plan.local_epochs, lr=plan.lr,
                            proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
                            finetune_mode=plan.finetune_mode, dp=study.dp, max_site_examples=study.max_site_examples,
-                           max_update_ratio=study.max_update_ratio, seed=study.seed).to_record()
+                           max_update_ratio=study.max_update_ratio, max_grad_norm=study.max_grad_norm,
+                           target_epsilon=study.target_epsilon, seed=study.seed).to_record()
 
     def take_round(self) -> RoundRecord:
         """The finished round's record. A round Flower moved past without aggregate_fit (SecAgg+ could not unmask

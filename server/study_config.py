@@ -71,6 +71,10 @@ class StudyConfig:
     dp: bool = True
     max_site_examples: int = 1000  # scale of the per-part weights (examples / this, kept <= 1)
     max_update_ratio: float = 1.0  # a site's update may move the model by at most this x the global model's norm
+    # What the study asks of every site's privacy (0: each site's own policy). A site whose policy grants less
+    # (a smaller clipping norm, a smaller lifetime budget) declines the study's rounds with the reason.
+    max_grad_norm: float = 0.0
+    target_epsilon: float = 0.0
     seed: int = 0
     generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
     phases: tuple[PhasePlan, ...] = field(default_factory=tuple)

@@ -1,8 +1,8 @@
 """Self-describing checkpoints: weights, model config, phase, step and the data it was trained on.
 
 Format: one `torch.save` file holding {"format": 1, "config": {...}, "phase": str, "step": int,
-"data_hash": str, "state_dict": {name: tensor}}. The state dict is flat (names -> tensors), the layout
-Flower's ArrayRecord takes directly.
+"data_hash": str, "state_dict": {name: tensor}}. The state dict is flat (names -> tensors), in the order
+`build_model` makes it, which is also the order the weights travel in (protocol/codec.py).
 """
 
 from __future__ import annotations

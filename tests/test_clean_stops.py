@@ -14,26 +14,20 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from cardiacfl.deployment import is_alive
+from protocol.procfs import command_line, is_alive
 from rundb.schema import Round, Study
 
 def _children(pid: int) -> dict[int, str]:
     """Every live descendant of `pid` with its command line."""
-    from cardiacfl.deployment import descendants
+    from protocol.procfs import descendants
 
-    commands = {}
-    for child in descendants(pid):
-        try:
-            commands[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            pass
-    return commands
+    return {child: command_line(child).replace(b"\0", b" ").decode() for child in descendants(pid)}
 
 
 def _stop_tree(cli: subprocess.Popen) -> None:
     """Cleanup when a test fails midway: SIGTERM `study run` (it stops what it started, in order), then SIGKILL
     whatever of its process tree is left (its children run in sessions of their own and would outlive it)."""
-    from cardiacfl.deployment import descendants
+    from protocol.procfs import descendants
 
     tree = descendants(cli.pid)
     if cli.poll() is None:
@@ -52,10 +46,7 @@ def _commands_naming(path: Path) -> dict[int, str]:
     """Live processes whose command line names `path` (this test's own folder)."""
     found = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
+        command = command_line(int(entry.name)).replace(b"\0", b" ").decode()
         if str(path) in command and int(entry.name) != os.getpid() and is_alive(int(entry.name)):
             found[int(entry.name)] = command
     return found

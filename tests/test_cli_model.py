@@ -42,7 +42,7 @@ def test_predict_refuses_a_two_lead_record_with_a_reason(tiny_cohort_template, p
 
     save_checkpoint(tmp_path / "m.pt", build_model("tiny"), phase="finetune", step=0)
     result = CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "m.pt"), "--ecg", str(physionet / "100")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a record it cannot score is bad input
     assert "missing" in result.output and "I" in result.output
     assert CliRunner().invoke(app, ["predict", "--checkpoint", str(tmp_path / "nope.pt"), "--ecg", "x"]).exit_code == 2
 
@@ -63,7 +63,7 @@ def test_predict_takes_a_hea_path_physionet_demographics_and_reduced_leads(physi
     assert header_demographics(tmp_path / "rec" / "r8.hea") == (25.0, 1.0)
     runner = CliRunner()
     refused = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "m.pt"), "--ecg", str(tmp_path / "rec" / "r8.hea")])
-    assert refused.exit_code == 1 and "III" in refused.output  # names what is missing
+    assert refused.exit_code == 2 and "III" in refused.output  # bad input: names what is missing
     result = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "m.pt"), "--ecg", str(tmp_path / "rec" / "r8.hea"),
                                  "--allow-reduced-leads", "--out", str(tmp_path / "clips"), "--json"])
     assert result.exit_code == 0, result.output

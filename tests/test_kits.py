@@ -44,8 +44,8 @@ def test_adding_a_site_keeps_the_others_valid_and_revoking_removes_a_key(tmp_pat
 
 def test_the_provision_command_writes_kits_and_revokes(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["provision", "--study", "s1", "--lab-address", "10.200.0.1", "--sites", "hospital-a",
-                                 "--sites", "hospital-b", "--out", str(tmp_path)])
+    result = runner.invoke(app, ["provision", "--study", "s1", "--lab-address", "10.200.0.1", "--site", "hospital-a",
+                                 "--site", "hospital-b", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "kits" / "hospital-b.tar.gz").is_file() and "10.200.0.1:9092" in result.output
     result = runner.invoke(app, ["provision", "revoke", "--site", "hospital-b", "--out", str(tmp_path)])

@@ -8,16 +8,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("client", "server", "dashboard", "sitedata", "rundb", "shared_models", "cardiacfl", "synthetic")
+PACKAGES = ("client", "server", "dashboard", "sitedata", "rundb", "protocol", "shared_models", "cardiacfl", "synthetic")
 # room -> rooms it must never import
 FORBIDDEN = {
     "client": {"server", "dashboard", "cardiacfl"},
     "server": {"client", "dashboard", "cardiacfl"},
     "dashboard": {"client", "server", "cardiacfl", "sitedata"},
     "sitedata": {"client", "server", "dashboard", "cardiacfl", "rundb"},
-    "rundb": {"client", "server", "dashboard", "cardiacfl", "sitedata"},
+    "rundb": {"client", "server", "dashboard", "cardiacfl", "sitedata", "shared_models"},
+    "protocol": {"client", "server", "dashboard", "cardiacfl", "sitedata", "rundb", "shared_models", "synthetic"},
     "shared_models": {"client", "server", "dashboard", "cardiacfl", "sitedata", "rundb"},
 }
+# The protocol room is what the thin ClientApp imports: NumPy, cryptography and the standard library only.
+PROTOCOL_MAY_IMPORT = {"numpy", "cryptography", "protocol"}
 
 
 def _imports() -> dict[str, set[str]]:
@@ -43,6 +46,66 @@ def test_rooms_import_only_what_they_may():
     bad = [f"{module} imports {target}" for module, targets in _imports().items() for target in targets
            if target.split(".")[0] in FORBIDDEN.get(module.split(".")[0], set())]
     assert not bad, bad
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    import sys
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return {name for name in found if name not in sys.stdlib_module_names and name != "__future__"}
+
+
+def test_the_protocol_room_needs_no_torch_and_no_flower():
+    bad = {str(p.relative_to(REPO)): sorted(_third_party_imports(p) - PROTOCOL_MAY_IMPORT)
+           for p in (REPO / "protocol").rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_shared_models_is_the_model_alone():
+    """No contract, wire format or Flower seam left behind in the model's room."""
+    protocol_files = {p.name for p in (REPO / "protocol").glob("*.py")} - {"__init__.py"}
+    assert not protocol_files & {p.name for p in (REPO / "shared_models").glob("*.py")}
+    assert not {p for p in (REPO / "shared_models").rglob("*.py") if "flwr" in _third_party_imports(p)}
+
+
+def test_no_sql_of_their_own_outside_rundb():
+    """The command line and the dashboard read through rundb.queries; they build no SELECT themselves."""
+    pattern = re.compile(r"\bselect\(")
+    found = [str(p.relative_to(REPO)) for room in ("cardiacfl", "dashboard", "server", "client")
+             for p in (REPO / room).rglob("*.py") if pattern.search(p.read_text())]
+    assert not found, found
+
+
+def test_only_the_study_runner_and_the_seeder_hold_the_writer():
+    users = sorted(module for module, targets in _imports().items()
+                   if {"rundb.writer.RunDatabase"} & targets or ("rundb.writer" in targets and module.startswith("server")))
+    assert users == ["rundb.seed", "server.study_run"], users
+
+
+def test_no_function_in_server_or_client_is_over_60_lines():
+    long = [f"{p.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for room in ("server", "client") for p in (REPO / room).rglob("*.py")
+            for node in ast.walk(ast.parse(p.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, long
+
+
+def test_participants_are_read_through_their_contract():
+    """Keys of the `participants` record are spelled only in protocol/participants.py (its field names)."""
+    import dataclasses
+
+    from protocol.participants import Participants
+
+    keys = [f.name for f in dataclasses.fields(Participants)]
+    pattern = re.compile(r"participants\s*(\.get\(|\[)\s*[\"'](" + "|".join(keys) + r")[\"']")
+    found = [str(p.relative_to(REPO)) for package in PACKAGES + ("benchmarks",) for p in (REPO / package).rglob("*.py")
+             if pattern.search(p.read_text())]
+    assert not found, found
 
 
 def test_no_import_loops():

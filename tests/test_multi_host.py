@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
-from cardiacfl.deployment import descendants, is_alive
+from protocol.procfs import descendants, is_alive
 from rundb.schema import Round, Study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
             lab_database["lab"] = with_user(through_relay.render_as_string(hide_password=False))  # password: a file
         state = tmp_path / "lab-state"
         db_options = ["--db", lab_database["lab"]] + (["--db-reader", lab_database["reader_role"]] if relay else [])
-        processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--state", str(state), *db_options],
+        processes["lab"] = network.run("lab", ["lab", "start", "--kit", str(kits / "lab"), "--lab-state", str(state), *db_options],
                                        logs / "lab.log", env=lab_database["lab_env"])
         _wait(lambda: (state / "lab.json").is_file(), 90, "the lab", processes)
         # A stranger: a key from the same CA that the lab never registered (provisioned after the lab started).

@@ -51,7 +51,8 @@ def test_a_round_past_the_budget_is_declined_with_a_reason(tmp_path):
     reason = ledger.check(0.5, 4)
     assert reason and "budget" in reason and "2" in reason
     ledger.record_decline(study="x", phase="pretrain", server_round=2, reason=reason)
-    assert PrivacyLedger.open(tmp_path / "l.json", site_id="s", target_epsilon=2.0, target_delta=1e-5).declined[0]["reason"] == reason
+    entries = PrivacyLedger.open(tmp_path / "l.json", site_id="s", target_epsilon=2.0, target_delta=1e-5).entries
+    assert [e["reason"] for e in entries if e["kind"] == "decline"] == [reason]
 
 
 def test_ledger_refuses_another_site_and_a_shrinking_history(tmp_path):

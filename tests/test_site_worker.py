@@ -15,6 +15,8 @@ from multiprocessing.connection import Client
 import numpy as np
 import pytest
 
+from protocol.procfs import is_alive
+
 from client.worker_channel import WorkerAddress, call, connect, listen
 
 ROUND = {"study": "t", "phase": "finetune", "server_round": 1, "preset": "tiny", "plan": "finetune:2:1",
@@ -119,17 +121,9 @@ def test_a_worker_exits_when_its_launcher_is_gone(tiny_cohort):
         launcher.kill()
         launcher.wait()
         deadline = time.time() + 30
-        while time.time() < deadline and _alive(worker_pid):
+        while time.time() < deadline and is_alive(worker_pid):
             time.sleep(0.2)
-        assert not _alive(worker_pid)
+        assert not is_alive(worker_pid)
     finally:
-        if _alive(worker_pid):
+        if is_alive(worker_pid):
             os.kill(worker_pid, 9)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
