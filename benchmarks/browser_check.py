@@ -41,7 +41,7 @@ PAGES = {  # sidebar title -> texts / CSS selectors that prove the page's key el
     "Privacy": ["lifetime budget", ".vega-embed"],
     "Generations": ["Generated CMR", "Reference ECG", "img", ".vega-embed"],
     "Audit": ["Audit rounds", "Download CSV"],
-    "Study overview": ["Global validation metrics", "Wall time per round", ".vega-embed"],
+    "Study overview": ["Validation, round by round", "Wall time per round", ".vega-embed"],
 }
 PASSWORD = "browser-check-password"
 
@@ -177,7 +177,7 @@ def check_pages(out: Path, db: str, db_env: dict) -> None:
         browser.open(base + "/")
         if browser.wait_for(["Study password"]):
             failures.append("the sign-in form did not appear")
-        if browser.js(_probe("Global validation metrics")):
+        if browser.js(_probe("Validation, round by round")):
             failures.append("study data visible before sign-in")
         browser.screenshot(out / "sign-in.png")
         # sign in through the form as a person would: type the password, click the button

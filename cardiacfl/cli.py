@@ -516,7 +516,8 @@ def dashboard(
     console.print(f"dashboard on http://{host}:{port} reading {db}")
     raise typer.Exit(subprocess.call([sys.executable, "-m", "streamlit", "run", str(app_path), "--server.address", host,
                                       "--server.port", str(port), "--server.headless", "true",
-                                      "--browser.gatherUsageStats", "false"], env=env))
+                                      "--browser.gatherUsageStats", "false",
+                                      "--client.toolbarMode", "viewer"], env=env))  # no developer menu for study leads
 
 
 

@@ -55,8 +55,8 @@ def _phase_table(study, rounds: list[Round]) -> Table:
     table = Table(title=f"study {study.name} ({study.preset}): global validation metrics, last round of each phase")
     phases = list(dict.fromkeys(r.phase for r in rounds))
     _name_column(table, "phase", phases)
-    table.add_column("rounds", justify="right")
-    table.add_column("seconds per round", justify="right")
+    table.add_column("rounds", justify="right", min_width=6)
+    table.add_column("seconds per round", justify="right", min_width=7)
     table.add_column("metrics (the sites' example-weighted means)")
     for phase in phases:
         phase_rounds = [r for r in rounds if r.phase == phase]
@@ -77,8 +77,9 @@ def _lab_table(rounds: list[Round]) -> Table | None:
     table = Table(title="held-out: the lab's reference panel (no site trained on it), last round of each phase; "
                         "public-* rows: the lab's public data alone, before any site took part")
     _name_column(table, "phase", last_by_phase)
-    for column in ("metric", "value", "baseline"):
-        table.add_column(column)
+    table.add_column("metric")
+    table.add_column("value", min_width=5)
+    table.add_column("baseline")
     for phase, metrics in last_by_phase.items():
         for key, baseline_label, baseline in LAB_ROWS.get(phase.removeprefix("public-"), []):
             if isinstance(baseline, str):
@@ -95,16 +96,16 @@ def _site_table(evaluations: list[SiteMetric], fits: list[SiteMetric]) -> Table:
         if m.epsilon is not None:
             latest_fit[m.site] = m
         declined[m.site] = declined.get(m.site, 0) + int(bool(m.metrics.get(K.DECLINED)))
-    table = Table(title="per site: final validation metrics and privacy spent")
+    table = Table(title="per site: validation metrics after its last phase, and privacy spent")
     _name_column(table, "site", latest_eval)
-    _name_column(table, "phase", [m.phase for m in latest_eval.values()])
     for column in (label(K.MEAN_AUROC), label(K.MEAN_R2), label(K.EPSILON), label(K.TARGET_EPSILON),
                    label(K.NOISE_MULTIPLIER), "rounds declined"):
-        table.add_column(column, justify="right")
+        # numbers whole; headers wrap at their spaces (no word is longer than the column)
+        table.add_column(column, justify="right", min_width=max(5, *(len(word) for word in column.split())))
     for site, m in sorted(latest_eval.items()):
         fit = latest_fit.get(site)
         eps = fit.epsilon if fit else m.metrics.get(K.EPSILON)
-        table.add_row(site, m.phase, _fmt(m.metrics.get(K.MEAN_AUROC)), _fmt(m.metrics.get(K.MEAN_R2)), _fmt(eps),
+        table.add_row(site, _fmt(m.metrics.get(K.MEAN_AUROC)), _fmt(m.metrics.get(K.MEAN_R2)), _fmt(eps),
                       _fmt(fit.metrics.get(K.TARGET_EPSILON) if fit else None),
                       _fmt(fit.metrics.get(K.NOISE_MULTIPLIER) if fit else None), str(declined.get(site, 0)))
     return table

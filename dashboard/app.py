@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 
 from dashboard import auth, data  # noqa: E402
 
-st.set_page_config(page_title="CardiacNets study", page_icon="🫀", layout="wide")
+st.set_page_config(page_title="CardiacNets study", page_icon=":material/ecg_heart:", layout="wide")
 
 VIEWS = Path(__file__).parent / "views"
 
@@ -22,7 +22,7 @@ VIEWS = Path(__file__).parent / "views"
 def main() -> None:
     if not auth.signed_in():
         # Every run goes through st.navigation, also before sign-in (the browser waits for a page list otherwise).
-        st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon="🔑")]).run()
+        st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon=":material/key:")]).run()
         return
     try:
         url = data.db_url()
@@ -39,14 +39,14 @@ def main() -> None:
     st.session_state.study_id = labels[choice]
     st.session_state.db_url = url
     pages = [
-        st.Page(VIEWS / "overview.py", title="Study overview", icon="📈", default=True, url_path="overview"),
-        st.Page(VIEWS / "sites.py", title="Sites", icon="🏥", url_path="sites"),
-        st.Page(VIEWS / "privacy.py", title="Privacy", icon="🔒", url_path="privacy"),
-        st.Page(VIEWS / "generations.py", title="Generations", icon="🫀", url_path="generations"),
-        st.Page(VIEWS / "audit.py", title="Audit", icon="🧾", url_path="audit"),
+        st.Page(VIEWS / "overview.py", title="Study overview", icon=":material/monitoring:", default=True, url_path="overview"),
+        st.Page(VIEWS / "sites.py", title="Sites", icon=":material/local_hospital:", url_path="sites"),
+        st.Page(VIEWS / "privacy.py", title="Privacy", icon=":material/lock:", url_path="privacy"),
+        st.Page(VIEWS / "generations.py", title="Generations", icon=":material/ecg_heart:", url_path="generations"),
+        st.Page(VIEWS / "audit.py", title="Audit", icon=":material/receipt_long:", url_path="audit"),
     ]
     if data.utility_path() is not None:  # `cardiacfl dashboard --utility runs/privacy-utility/utility.json`
-        pages.append(st.Page(VIEWS / "references.py", title="References", icon="⚖️", url_path="references"))
+        pages.append(st.Page(VIEWS / "references.py", title="References", icon=":material/balance:", url_path="references"))
     st.navigation(pages).run()
 
 

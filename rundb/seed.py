@@ -24,6 +24,10 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
     enrolled = [*names, "hospital-silent"]  # enrolled, never reported: the dashboard must still show it
     study_id = db.start_study("seeded", "small", {"phases": [{"name": p, "rounds": n} for p, n in zip(phases, per_phase)],
                                                   "public_data": public, "sites": enrolled}, total_rounds=rounds)
+    for phase in phases:  # the lab's step on its public data before each phase, as the study runner records it
+        db.record_round(study_id, RoundRecord(f"public-{phase}", 0, started=1.79e9, seconds=30.0,
+                                              participants=Participants(public={"examples": 600, "epochs": 30}),
+                                              global_metrics={lab_key(K.MEAN_AUROC): 0.55, lab_key(K.RETRIEVAL_TOP1): 0.02}))
     budgets = {s: float(6 + 2 * (i % 3)) for i, s in enumerate(names)}
     epsilon = dict.fromkeys(names, 0.0)
     # per-round spend: the first site ends at 80 % of its budget, later ones higher, some run out and decline

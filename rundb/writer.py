@@ -1,6 +1,6 @@
 """The run database's writer, used by the study runner (server/study_run.py) and the test seeder: it creates the
 tables on first use and brings an older database up to the newest schema revision (`rundb.migrate`); every write
-is its own transaction, and a round is written once, whole (protocol/round_record.py). Reads are in
+is its own transaction, and a round's record is written whole each time (protocol/round_record.py). Reads are in
 `rundb.queries`; an operator's command that marks a study stopped uses `mark_study_ended`, which never migrates.
 """
 
@@ -38,8 +38,9 @@ class RunDatabase:
     def update_study(self, study_id: int, **values) -> None:
         _update_study(self.engine, study_id, **values)
 
-    def record_round(self, study_id: int, record: RoundRecord) -> None:
-        """The round's row (replacing an earlier attempt of the same round) and its sites' reports, together."""
+    def record_round(self, study_id: int, record: RoundRecord, reports: list[SiteReport] | None = None) -> None:
+        """The round's row, whole (replacing what an earlier write or attempt of the same round left), and the
+        sites' reports not written before (default: the record's), together."""
         with self.session.begin() as s:
             row = s.scalars(select(Round).filter_by(study_id=study_id, phase=record.phase,
                                                     server_round=record.server_round)).first()
@@ -50,7 +51,8 @@ class RunDatabase:
             row.participants = finite_or_null(record.participants.to_json())
             row.global_metrics = finite_or_null(record.global_metrics)
             row.model_hash, row.checkpoint = record.model_hash, record.checkpoint
-            s.add_all(_site_rows(study_id, record.phase, record.server_round, record.site_reports))
+            s.add_all(_site_rows(study_id, record.phase, record.server_round,
+                                 record.site_reports if reports is None else reports))
 
     def add_generations(self, study_id: int, phase: str, server_round: int, generations: list[dict]) -> None:
         """The gallery of one round: dicts of reference, ecg, generated, real, ssim, psnr (npy bytes)."""

@@ -72,15 +72,23 @@ class StudyRounds:
                            max_update_ratio=study.max_update_ratio, max_grad_norm=study.max_grad_norm,
                            target_epsilon=study.target_epsilon, seed=study.seed).to_record()
 
-    def take_round(self) -> RoundRecord:
-        """The finished round's record. A round Flower moved past without aggregate_fit (SecAgg+ could not unmask
-        after a dropout) is recorded as not aggregated, every site asked counted as dropped."""
-        record, self.record = self.record or RoundRecord(self.plan.name, 0, started=time.time()), None
+    def fit_record(self) -> RoundRecord:
+        """The round's record once training is over. A round Flower moved past without aggregate_fit (SecAgg+
+        could not unmask after a dropout) is recorded as not aggregated, every site asked counted as dropped."""
+        if self.record is None:  # Flower never asked for instructions: nothing was sent
+            self.record = RoundRecord(self.plan.name, 0, started=time.time())
+        record = self.record
         if record.seconds is None:
             record.seconds = time.time() - record.started
         if not self.fit_screened:
             record.participants = Participants(dropped=sorted(self.asked),
                                                outcome="not aggregated: the round failed; the global model is unchanged")
+            self.fit_screened = True
+        return record
+
+    def take_round(self) -> RoundRecord:
+        """The finished round's record, evaluation included; the next round starts a new one."""
+        record, self.record = self.fit_record(), None
         return record
 
     # --- fit ---

@@ -4,8 +4,10 @@ A study runs its phases in order (pretrain -> generator -> finetune), each from 
 Per phase: the lab's step on its own public data (recorded as phase `public-<phase>` round 0), then the plans'
 federated rounds. Flower's DefaultWorkflow drives the rounds (with SecAgg+ as its fit step when the study asks);
 the runner's own fit and evaluate steps wrap Flower's, so each round begins and ends here: the strategy only
-instructs, screens and aggregates, and the runner takes its typed record, checkpoints the new global model,
-scores it on the panel and writes the round once.
+instructs, screens and aggregates, and the runner takes its typed record (protocol/round_record.py), checkpoints
+the new global model, scores it on the panel and writes the record. It writes that one record whole at each of the
+round's three moments: begun (the dashboard shows a round in progress), trained (aggregated or not, with the
+sites' fit reports; resume counts rounds from here) and evaluated (the sites' validation reports).
 
 Resume (`resume`): the latest unfinished study of the same name goes on in the same database row, from the last
 round it aggregated; a round that was cut off runs again under the same number (the sites' ledgers count what
@@ -164,13 +166,13 @@ class StudyRun:
 
         def fit_step(grid, context) -> None:
             flower_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
-            self.db.update_study(self.study_id, current_phase=strategy.plan.name,
-                                 current_round=strategy.phase_round(flower_round))
+            self.begin_round(strategy.plan.name, strategy.phase_round(flower_round))
             fit(grid, context)
+            self.finish_fit(strategy)
 
         def evaluate_step(grid, context) -> None:
             default_evaluate_workflow(grid, context)
-            self.finish_round(strategy)
+            self.finish_evaluation(strategy)
 
         return DefaultWorkflow(fit_workflow=fit_step, evaluate_workflow=evaluate_step)
 
@@ -191,9 +193,13 @@ class StudyRun:
         self.db.record_round(self.study_id, record)
         self.record_gallery(name, 0)
 
-    def finish_round(self, strategy: StudyRounds) -> None:
-        """Take the strategy's record; for an aggregated round, checkpoint and score the new model; write it once."""
-        record = strategy.take_round()
+    def begin_round(self, phase: str, server_round: int) -> None:
+        self.db.update_study(self.study_id, current_phase=phase, current_round=server_round)
+        self.db.record_round(self.study_id, RoundRecord(phase, server_round, started=time.time()), reports=[])
+
+    def finish_fit(self, strategy: StudyRounds) -> None:
+        """The strategy's record after training; for an aggregated round, checkpoint and score the new model."""
+        record = strategy.fit_record()
         if record.participants.aggregated:
             load_numpy_state(self.model, strategy.global_state)
             path = self.checkpoints / f"{record.phase}_round{record.server_round}.pt"
@@ -203,9 +209,14 @@ class StudyRun:
                 np.savez(strategy_path(path), **moments)
             record.global_metrics |= self.panel_scores(record.phase)
             record.model_hash, record.checkpoint = model_hash(strategy.global_state), str(path)
-        self.db.record_round(self.study_id, record)
+        self.db.record_round(self.study_id, record, reports=[r for r in record.site_reports if r.kind == "fit"])
         if record.participants.aggregated:
             self.record_gallery(record.phase, record.server_round)
+
+    def finish_evaluation(self, strategy: StudyRounds) -> None:
+        """The same record with the sites' validation reports and their example-weighted means."""
+        record = strategy.take_round()
+        self.db.record_round(self.study_id, record, reports=[r for r in record.site_reports if r.kind == "evaluate"])
 
     def panel_scores(self, phase: str) -> dict[str, float]:
         """The model's held-out scores on the lab's panel (`lab/` keys), or nothing without a panel."""

@@ -72,7 +72,7 @@ def test_no_study_data_without_the_credential(seeded_db):
 
 
 @pytest.mark.parametrize("page, expected", [
-    ("views/overview.py", "Global validation metrics"),
+    ("views/overview.py", "Validation, round by round"),
     ("views/sites.py", "Cross-site evaluation"),
     ("views/privacy.py", "lifetime budget"),
     ("views/generations.py", "Reference ECG"),
@@ -96,7 +96,7 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
     if page == "views/privacy.py":
         assert any("out of budget" in w.value or "near budget" in w.value for w in at.warning)
     if page == "views/audit.py":
-        assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 6
+        assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9  # 6 rounds and the 3 public steps
         assert "not a registered site" in _text(at) and "went down" in _text(at)
 
 
@@ -226,3 +226,40 @@ def test_a_run_database_from_before_alembic_is_shown_once_the_writer_upgraded_it
     monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "s3cret")
     at = _signed_in()
     assert not at.exception and "stopped by SIGTERM" in _text(at)
+
+
+def test_the_overview_counts_federated_rounds_and_draws_the_public_model_as_a_reference(run_db_url, monkeypatch):
+    from dashboard import charts, data
+
+    seed_study(run_db_url, rounds=4, sites=2, generations=False)
+    rounds = data.rounds(run_db_url, 1)
+    assert len(charts.federated(rounds)) == 4 and len(rounds) == 7  # 3 public steps are not rounds of the plan
+    chart = charts.panel(rounds, "AUROC", charts.PANELS["AUROC"]).to_dict()
+    lines, rules = chart["layer"]
+    assert chart["title"] == "AUROC" and lines["encoding"]["x"]["axis"]["format"] == "d"  # whole rounds only
+    figures = {row["figure"] for row in chart["datasets"][lines["data"]["name"]]}
+    assert figures == {"mean AUROC", "mean AUROC (lab panel)"}  # human names, not raw keys
+    reference = chart["datasets"][rules["data"]["name"]]
+    assert reference == [{"figure": "mean AUROC (lab panel): public model alone", "value": 0.55}]
+    assert charts.panel(rounds, "SSIM", charts.PANELS["SSIM"]) is None  # a figure the study does not have
+
+
+def test_pages_use_icons_every_machine_can_draw():
+    import re
+
+    icons = re.findall(r'icon="([^"]+)"', Path(APP).read_text())
+    assert icons and all(icon.startswith(":material/") for icon in icons), icons
+
+
+def test_the_dashboard_hides_streamlits_developer_toolbar(monkeypatch):
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from cardiacfl.cli import app
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda args, env: calls.append(args) or 0)
+    assert CliRunner().invoke(app, ["dashboard"]).exit_code == 0
+    args = calls[0]
+    assert args[args.index("--client.toolbarMode") + 1] == "viewer"

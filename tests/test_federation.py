@@ -194,3 +194,38 @@ def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_
     print_summary(tmp_path / "run.db", console)
     text = console.export_text()
     assert "reference panel" in text and "mean AUROC" in text and "0.500" in text and "(chance)" in text
+
+
+def test_the_summary_shows_every_phase_and_site_whole_at_80_columns(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from cardiacfl.summary import print_summary
+    from protocol.participants import Participants
+    from protocol.round_record import RoundRecord, SiteReport
+    from rundb.writer import RunDatabase
+
+    db = RunDatabase(str(tmp_path / "run.db"))
+    study_id = db.start_study("demo", "cpu", {}, total_rounds=2)
+    sites = ["hospital-north-wales", "biobank-new-scanner", "hospital-c"]
+    lab = {"lab/retrieval_top1": 0.04, "lab/retrieval_chance": 0.008, "lab/ssim": 0.6, "lab/baseline_ssim": 0.7,
+           "lab/mean_auroc": 0.76, "lab/mean_r2": 0.3}
+    for phase in ("public-pretrain", "public-generator", "public-finetune"):
+        db.record_round(study_id, RoundRecord(phase, 0, started=0.0, seconds=30.0, global_metrics=lab,
+                                              participants=Participants(public={"examples": 600})))
+    reports = [SiteReport(s, kind, 40, {"mean_auroc": 0.7, "mean_r2": 0.2, "epsilon": 4.5, "target_epsilon": 8.0,
+                                        "noise_multiplier": 1.1, "declined": 0}) for s in sites for kind in ("fit", "evaluate")]
+    db.record_round(study_id, RoundRecord("finetune", 1, started=0.0, seconds=12.0, site_reports=reports,
+                                          global_metrics={"loss": 0.5, "mean_auroc": 0.71, "mean_r2": 0.25, **lab},
+                                          participants=Participants(trained=sites)))
+    terminal = Console(width=80, record=True, force_terminal=True)
+    piped_file = io.StringIO()
+    for console in (terminal, Console(file=piped_file)):  # a pipe: rich's default width, no terminal
+        print_summary(tmp_path / "run.db", console)
+    for text in (terminal.export_text(), piped_file.getvalue()):
+        assert max(len(line) for line in text.splitlines()) <= 80
+        words = set(text.replace("│", " ").replace("┃", " ").split())
+        for name in ("public-pretrain", "public-generator", "public-finetune", "finetune", *sites):
+            assert name in words, (name, text)
+        assert "mean AUROC" in text and "ε spent" in text and "mean_auroc" not in text

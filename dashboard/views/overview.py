@@ -3,9 +3,7 @@
 import altair as alt
 import streamlit as st
 
-from dashboard import data
-from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import lab_key
+from dashboard import charts, data
 from shared_models.training import PHASES
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
@@ -16,10 +14,12 @@ def live() -> None:
     study = data.studies(url).set_index("id").loc[study_id]
     rounds = data.rounds(url, study_id)
     st.title(f"Study {study['name']}")
-    done = len(rounds[rounds["seconds"].notna()]) if not rounds.empty else 0
-    total = max(int(study["total_rounds"]), 1)
+    federated = charts.federated(rounds) if not rounds.empty else rounds
+    done = int(federated["seconds"].notna().sum()) if not rounds.empty else 0
+    total = max(int(study["total_rounds"]), 1)  # the plan's federated rounds (public steps are not rounds)
     st.progress(min(done / total, 1.0), text=f"{study['status']}: phase {study['phase'] or '-'}, round {study['round']} "
-                                              f"({done} of {total} rounds done; phases {' → '.join(study['phases'])})")
+                                              f"({min(done, total)} of {total} federated rounds done; "
+                                              f"phases {' → '.join(study['phases'])})")
     if study["status"] in ("failed", "interrupted"):
         st.error(f"The study {study['status']}: {study['status_reason'] or 'no reason recorded'}. "
                  "`cardiacfl study run --resume` continues it.")
@@ -34,22 +34,19 @@ def live() -> None:
     if rounds.empty:
         st.info("No round has finished yet.")
         return
-    metrics = [c for c in rounds.columns if c.startswith("global/")]
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Global validation metrics")
-        st.caption("global/lab/…: the lab's own held-out reference panel; the others: means of what sites released.")
-        chosen = [m for m in (f"global/{k}" for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2, lab_key(K.MEAN_AUROC), lab_key(K.MEAN_R2),
-                                                     lab_key(K.RETRIEVAL_TOP1), lab_key(K.SSIM))) if m in metrics]
-        long = rounds.melt(id_vars=["step", "phase", "round"], value_vars=chosen, var_name="metric").dropna()
-        st.altair_chart(alt.Chart(long).mark_line(point=True).encode(
-            x=alt.X("step:Q", title="round (all phases)"), y="value:Q", color="metric:N",
-            tooltip=["phase", "round", "metric", "value"]).properties(height=280), use_container_width=True)
-    with right:
-        st.subheader("Wall time per round")
-        st.altair_chart(alt.Chart(rounds.dropna(subset=["seconds"])).mark_bar().encode(
-            x=alt.X("step:Q", title="round (all phases)"), y=alt.Y("seconds:Q", title="seconds"), color="phase:N",
-            tooltip=["phase", "round", "seconds"]).properties(height=280), use_container_width=True)
+    st.subheader("Validation, round by round")
+    st.caption("The sites' example-weighted means of what they released, and the lab's own held-out reference panel "
+               "(lab panel); the dashed line is the public model alone, before any site took part.")
+    shown = [chart for title, keys in charts.PANELS.items() if (chart := charts.panel(rounds, title, keys)) is not None]
+    for row in range(0, len(shown), 3):
+        for column, chart in zip(st.columns(3), shown[row:row + 3]):
+            column.altair_chart(chart, use_container_width=True)
+    st.subheader("Wall time per round")
+    timed = rounds.dropna(subset=["seconds"])
+    st.altair_chart(alt.Chart(timed).mark_bar().encode(
+        x=alt.X("step:Q", title="round (all phases)", axis=alt.Axis(format="d", tickMinStep=1)),
+        y=alt.Y("seconds:Q", title="seconds"), color="phase:N",
+        tooltip=["phase", "round", alt.Tooltip("seconds:Q", format=".1f")]).properties(height=200), use_container_width=True)
     st.subheader("Sites")
     health = data.site_health(url, study_id)
     if health.empty:

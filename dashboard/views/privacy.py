@@ -17,7 +17,7 @@ if fits.empty:
     st.stop()
 fits["step"] = fits.groupby("site").cumcount() + 1
 lines = alt.Chart(fits).mark_line(point=True).encode(
-    x=alt.X("step:Q", title="round the site took part in"), y=alt.Y(f"{K.EPSILON}:Q", title="ε spent (cumulative)"),
+    x=alt.X("step:Q", title="round the site took part in", axis=alt.Axis(format="d", tickMinStep=1)), y=alt.Y(f"{K.EPSILON}:Q", title="ε spent (cumulative)"),
     color="site:N", tooltip=["site", "phase", "round", K.EPSILON])
 budgets = fits.groupby("site", as_index=False)[K.TARGET_EPSILON].last()
 rules = alt.Chart(budgets).mark_rule(strokeDash=[6, 4]).encode(y=f"{K.TARGET_EPSILON}:Q", color="site:N")

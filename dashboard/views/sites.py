@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import data
 from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import local_key
+from protocol.site_metrics import label, local_key
 
 url, study_id = st.session_state.db_url, st.session_state.study_id
 st.title("Sites")
@@ -17,12 +17,12 @@ if not names:
     st.info("No site has evaluated a round yet.")
     st.stop()
 default = names.index(K.LOSS) if K.LOSS in names else 0
-metric = st.selectbox("Validation metric", names, index=default)
+metric = st.selectbox("Validation metric", names, index=default, format_func=label)
 frame = data.site_metrics(url, study_id, "evaluate", (metric,)).dropna(subset=[metric])
 frame["label"] = frame["phase"] + " " + frame["round"].astype(str)
 frame["step"] = frame.groupby("site").cumcount() + 1
 st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-    x=alt.X("step:Q", title="round (all phases)"), y=alt.Y(f"{metric}:Q", title=metric), color="site:N",
+    x=alt.X("step:Q", title="round (all phases)", axis=alt.Axis(format="d", tickMinStep=1)), y=alt.Y(f"{metric}:Q", title=label(metric)), color="site:N",
     tooltip=["site", "label", metric]).properties(height=320), use_container_width=True)
 
 fits = data.site_metrics(url, study_id, "fit", (K.DECLINED, K.REASON, K.STEPS, K.SECONDS))

@@ -1,0 +1,51 @@
+"""The overview's validation charts: one small panel per kind of figure (loss, AUROC, R², retrieval, SSIM), each
+curve under its human name, whole-number round axes, and the public model's value (the lab's own data alone,
+before any site took part) as a dashed reference line."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from protocol.site_metrics import MetricKey as K
+from protocol.site_metrics import lab_key, label
+
+# kind -> the round columns it plots (the sites' means and the lab's held-out panel)
+PANELS = {
+    "Loss": (K.LOSS,),
+    "AUROC": (K.MEAN_AUROC, lab_key(K.MEAN_AUROC)),
+    "R²": (K.MEAN_R2, lab_key(K.MEAN_R2)),
+    "Retrieval top-1": (lab_key(K.RETRIEVAL_TOP1),),
+    "SSIM": (lab_key(K.SSIM),),
+}
+REFERENCE = "public model alone"
+
+
+def federated(rounds: pd.DataFrame) -> pd.DataFrame:
+    return rounds[~rounds["phase"].str.startswith("public-")]
+
+
+def public_reference(rounds: pd.DataFrame, column: str) -> float | None:
+    """The public model's value of a lab figure: its last public-* round that has it."""
+    public = rounds[rounds["phase"].str.startswith("public-")]
+    values = public[column].dropna() if column in public else []
+    return float(values.iloc[-1]) if len(values) else None
+
+
+def panel(rounds: pd.DataFrame, title: str, keys: tuple[str, ...]) -> alt.LayerChart | None:
+    """One kind's chart over the federated rounds, or None when the study has none of its figures."""
+    columns = [f"global/{k}" for k in keys if f"global/{k}" in rounds]
+    points = federated(rounds)
+    long = points.melt(id_vars=["step", "phase", "round"], value_vars=columns, var_name="key").dropna()
+    references = [{"figure": f"{label(c.removeprefix('global/'))}: {REFERENCE}", "value": v}
+                  for c in columns if c.startswith(f"global/{lab_key('')}") and (v := public_reference(rounds, c)) is not None]
+    if long.empty and not references:
+        return None
+    long["figure"] = long["key"].map(lambda c: label(c.removeprefix("global/")))
+    x = alt.X("step:Q", title="round (all phases)", axis=alt.Axis(format="d", tickMinStep=1))
+    lines = alt.Chart(long).mark_line(point=True).encode(
+        x=x, y=alt.Y("value:Q", title=title), color=alt.Color("figure:N", legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["phase", "round", "figure", alt.Tooltip("value:Q", format=".3f")])
+    rules = alt.Chart(pd.DataFrame(references or [{"figure": "", "value": None}])).mark_rule(strokeDash=[6, 4]).encode(
+        y="value:Q", color=alt.Color("figure:N"), tooltip=["figure", alt.Tooltip("value:Q", format=".3f")])
+    return (lines + rules).properties(title=title, height=220)
