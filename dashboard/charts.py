@@ -22,7 +22,9 @@ REFERENCE = "public model alone"
 
 
 def federated(rounds: pd.DataFrame) -> pd.DataFrame:
-    return rounds[~rounds["phase"].str.startswith("public-")]
+    """The plan's rounds, numbered 1, 2, ... through every phase (the public steps are not rounds)."""
+    rounds = rounds[~rounds["phase"].str.startswith("public-")]
+    return rounds.assign(step=range(1, len(rounds) + 1))
 
 
 def public_reference(rounds: pd.DataFrame, column: str) -> float | None:
@@ -42,9 +44,10 @@ def panel(rounds: pd.DataFrame, title: str, keys: tuple[str, ...]) -> alt.LayerC
     if long.empty and not references:
         return None
     long["figure"] = long["key"].map(lambda c: label(c.removeprefix("global/")))
-    x = alt.X("step:Q", title="round (all phases)", axis=alt.Axis(format="d", tickMinStep=1))
+    x = alt.X("step:Q", title="federated round (all phases)", axis=alt.Axis(format="d", tickMinStep=1))
     lines = alt.Chart(long).mark_line(point=True).encode(
-        x=x, y=alt.Y("value:Q", title=title), color=alt.Color("figure:N", legend=alt.Legend(orient="bottom", title=None)),
+        x=x, y=alt.Y("value:Q", title=title),
+        color=alt.Color("figure:N", legend=alt.Legend(orient="bottom", direction="vertical", title=None, labelLimit=0)),
         tooltip=["phase", "round", "figure", alt.Tooltip("value:Q", format=".3f")])
     rules = alt.Chart(pd.DataFrame(references or [{"figure": "", "value": None}])).mark_rule(strokeDash=[6, 4]).encode(
         y="value:Q", color=alt.Color("figure:N"), tooltip=["figure", alt.Tooltip("value:Q", format=".3f")])

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 AGGREGATED = "aggregated"
+PUBLIC_STEP = "the lab's own public data (no DP, no site)"  # the outcome of a `public-<phase>` step
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Participants:
     rejected: dict[str, str] = field(default_factory=dict)  # fit replies dropped by the server's screen, and why
     flags: dict[str, str] = field(default_factory=dict)  # accepted, but worth a look (a lifetime ε that went down)
     dropped: list[str] = field(default_factory=list)  # asked to train, never replied
-    outcome: str = AGGREGATED  # or "not aggregated: <why>; the global model is unchanged"
+    outcome: str = AGGREGATED  # or PUBLIC_STEP, or "not aggregated: <why>; the global model is unchanged"
     part_weights: dict[str, float] = field(default_factory=dict)  # mean part weight (protocol/codec.py)
     evaluate_rejected: dict[str, str] = field(default_factory=dict)
     evaluate_flags: dict[str, str] = field(default_factory=dict)

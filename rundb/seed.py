@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protocol.participants import Participants
+from protocol.participants import PUBLIC_STEP, Participants
 from protocol.round_record import RoundRecord, SiteReport
 from protocol.site_metrics import MetricKey as K
 from protocol.site_metrics import lab_key, local_key, plain
@@ -26,7 +26,8 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                                                   "public_data": public, "sites": enrolled}, total_rounds=rounds)
     for phase in phases:  # the lab's step on its public data before each phase, as the study runner records it
         db.record_round(study_id, RoundRecord(f"public-{phase}", 0, started=1.79e9, seconds=30.0,
-                                              participants=Participants(public={"examples": 600, "epochs": 30}),
+                                              participants=Participants(public={"examples": 600, "epochs": 30},
+                                                                        outcome=PUBLIC_STEP),
                                               global_metrics={lab_key(K.MEAN_AUROC): 0.55, lab_key(K.RETRIEVAL_TOP1): 0.02}))
     budgets = {s: float(6 + 2 * (i % 3)) for i, s in enumerate(names)}
     epsilon = dict.fromkeys(names, 0.0)

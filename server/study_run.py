@@ -28,7 +28,7 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from flwr.server.workflow.default_workflows import default_evaluate_workflow, default_fit_workflow
 
-from protocol.participants import Participants
+from protocol.participants import PUBLIC_STEP, Participants
 from protocol.round_record import RoundRecord
 from protocol.simulated_site import simulated_site_configs
 from rundb.writer import RunDatabase
@@ -188,7 +188,8 @@ class StudyRun:
         name = f"public-{phase}"
         summary = {"examples": done.examples, "epochs": done.epochs, "dp": False, "cached": done.cached,
                    "description": public.description}
-        record = RoundRecord(name, 0, started=time.time(), seconds=done.seconds, participants=Participants(public=summary),
+        record = RoundRecord(name, 0, started=time.time(), seconds=done.seconds,
+                             participants=Participants(public=summary, outcome=PUBLIC_STEP),
                              global_metrics=self.panel_scores(phase), checkpoint=str(self.out / f"{name}.pt"))
         self.db.record_round(self.study_id, record)
         self.record_gallery(name, 0)
