@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from sitedata.site_config import CmrSettings
+from sitedata.heart_localisation import locate_heart
+from sitedata.site_config import AUTO_ROI, CmrSettings
 
 
 class CmrError(ValueError):
@@ -37,7 +38,8 @@ def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: 
         raise CmrError("image contains NaN or infinite values")
     warnings = list(meta.get("warnings", []))
     resampled = resample_in_plane(stack.astype(np.float32), spacing_mm, settings.pixel_spacing_mm)
-    cropped, offsets, valid = crop_or_pad(resampled, settings.image_size, settings.roi_center)
+    roi, heart_offset_mm = _roi_centre(resampled, settings, warnings)
+    cropped, offsets, valid = crop_or_pad(resampled, settings.image_size, roi)
     covered = (valid[1] - valid[0]) * (valid[3] - valid[2]) / settings.image_size ** 2
     if covered < 0.5:
         field_mm = [round(n * s, 1) for n, s in zip(stack.shape[1:], spacing_mm)]
@@ -51,10 +53,26 @@ def to_model_clip(stack: np.ndarray, spacing_mm: tuple[float, float], settings: 
         "source_spacing_mm": [float(s) for s in spacing_mm],
         "spacing_mm": settings.pixel_spacing_mm,
         "crop_offsets": offsets,
+        "heart_offset_mm": heart_offset_mm,  # the LV centre found, from the image centre (row, col); None: not sought or found
         "intensity_window": window,
         "warnings": warnings,
     })
     return CmrClip(frames=normalised, meta=meta)
+
+
+def _roi_centre(stack: np.ndarray, settings: CmrSettings, warnings: list[str]):
+    """(the window's centre as (row, col) fractions or None for the image centre, the LV's offset in mm)."""
+    if settings.roi_center != AUTO_ROI:
+        return settings.roi_center, None
+    found = locate_heart(stack, settings.pixel_spacing_mm)
+    if found.centre is None:
+        warnings.append(f"heart not localised: {found.reason}; cropped at the image centre")
+        return None, None
+    rows, cols = stack.shape[1:]
+    row, col = found.centre
+    offset = [round((row - (rows - 1) / 2) * settings.pixel_spacing_mm, 1),
+              round((col - (cols - 1) / 2) * settings.pixel_spacing_mm, 1)]
+    return ((row + 0.5) / rows, (col + 0.5) / cols), offset
 
 
 def check_motion(frames: np.ndarray, what: str) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class RecordProblem:
@@ -27,6 +29,15 @@ class DataReport:
     manifest_rows: int = 0
     problems: list[RecordProblem] = field(default_factory=list)
     counts: dict = field(default_factory=dict)  # filled by the site preparation
+    heart_offsets_mm: dict = field(default_factory=dict)  # subject -> [row, col] of the LV found, from the image centre
+
+    def heart_line(self) -> str:
+        """Where the heart was found (cmr.roi_center = "auto"); the subjects not localised are warnings."""
+        if not self.heart_offsets_mm:
+            return ""
+        distance = np.hypot(*np.asarray(list(self.heart_offsets_mm.values()), dtype=float).T)
+        return (f"heart localised in {len(distance)} CMR studies: the LV sat {np.median(distance):.1f} mm from the "
+                f"image centre (median; at most {distance.max():.1f} mm) and each clip is cut around it")
 
     @property
     def usable_subjects(self) -> int:
@@ -76,6 +87,8 @@ class DataReport:
         from rich.markup import escape
 
         console.print(escape(self.summary()), style="bold", highlight=False)
+        if self.heart_line():
+            console.print(escape(self.heart_line()), highlight=False)
         for problem in self.problems:  # file names and reasons may hold [brackets]: printed as text, not markup
             console.print(escape(problem.line()), style="red" if problem.severity == "rejected" else "yellow",
                           highlight=False, soft_wrap=True)

@@ -34,6 +34,9 @@ class EcgSettings:
     min_leads: int = 2  # with reduced leads allowed: fewest usable leads a record may have
 
 
+AUTO_ROI = "auto"
+
+
 @dataclass(frozen=True)
 class CmrSettings:
     image_size: int = 64  # output frames are image_size x image_size pixels
@@ -41,7 +44,9 @@ class CmrSettings:
     pixel_spacing_mm: float = 2.0  # in-plane spacing after resampling (64 px x 2 mm = 128 mm field of view)
     series_description: str = ""  # regex picking the cine short-axis series; empty: automatic
     slice_position: float = 0.5  # which short-axis slice, as a fraction of the stack ordered by SliceLocation (0.5: mid-ventricular)
-    roi_center: tuple[float, float] | None = None  # (row, col) fraction of the image; None: image centre
+    # "auto": around the LV found from the cine's own motion (sitedata/heart_localisation.py);
+    # (row, col) fractions of the image; None: the image centre
+    roi_center: tuple[float, float] | str | None = "auto"
     min_source_frames: int = 10  # fewest time frames a cine may have (fewer would be interpolated into the model's frames)
     max_frame_interval_ms: float = 100.0  # a longer interval between frames is reported as low temporal resolution
 
@@ -160,7 +165,12 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
         check.fail("privacy.target_delta", "a number between 0 and 1 (exclusive)", privacy.target_delta)
     if training.device not in DEVICES:
         check.fail("training.device", f"one of {', '.join(DEVICES)}", training.device)
-    if cmr.roi_center is not None:
+    if cmr.roi_center in ("center", "centre"):  # TOML has no null: the image centre by name
+        cmr = dataclasses.replace(cmr, roi_center=None)
+    elif cmr.roi_center is not None and cmr.roi_center != AUTO_ROI:
+        if isinstance(cmr.roi_center, str):
+            check.fail("cmr.roi_center", f'"{AUTO_ROI}", "centre" or two fractions [row, col] between 0 and 1',
+                       cmr.roi_center)
         roi = tuple(cmr.roi_center)
         if len(roi) != 2 or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in roi):
             check.fail("cmr.roi_center", "two fractions [row, col] between 0 and 1", cmr.roi_center)

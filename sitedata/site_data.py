@@ -111,6 +111,8 @@ def _prepare_subject(row: ManifestRow, config: SiteConfig, cache: PreprocessCach
             report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", f"{cmr}; subject kept as ECG-only"))
         else:
             cmr_key = cmr[0]
+            if cmr[1].get("heart_offset_mm") is not None:
+                report.heart_offsets_mm[row.subject_id] = cmr[1]["heart_offset_mm"]
             for warning in cmr[1].get("warnings", []):  # the clip is used; what the reader noticed is shown
                 report.problems.append(RecordProblem(row.subject_id, str(row.cmr_path), "cmr", warning, "warning"))
 

@@ -37,12 +37,15 @@ def contraction_curve(phase: np.ndarray) -> np.ndarray:
     return np.where(phase < 0.7, (1 - np.cos(2 * np.pi * phase / 0.7)) / 2, 0.0)
 
 
-def render_cine(state: CardiacState, scanner: Scanner, rng: np.random.Generator) -> np.ndarray:
-    """(slices, frames, rows, cols) float32 stored values (before any DICOM/NIfTI scaling)."""
+def render_cine(state: CardiacState, scanner: Scanner, rng: np.random.Generator,
+                centre_mm: tuple[float, float] | None = None) -> np.ndarray:
+    """(slices, frames, rows, cols) float32 stored values (before any DICOM/NIfTI scaling). The LV centre sits
+    `centre_mm` (row, col) from the image centre; by default a random few mm."""
     n = scanner.matrix
     coords = ((np.arange(n) - n / 2 + 0.5) * scanner.spacing_mm).astype(np.float32)
     yy, xx = np.meshgrid(coords, coords, indexing="ij")  # mm; rows go down, cols go right
-    centre = rng.normal(0, 6, 2).astype(np.float32)  # LV is near, not at, the image centre
+    # LV near, not at, the image centre
+    centre = (rng.normal(0, 6, 2) if centre_mm is None else np.asarray(centre_mm)).astype(np.float32)
     background = _torso(yy, xx, rng)
     bias = _bias_field(yy, xx, scanner.bias, rng)
 
