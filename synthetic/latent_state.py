@@ -1,9 +1,10 @@
 """Latent cardiac state of a synthetic subject and the disease labels tied to it.
 
-Disease processes are drawn first (site-dependent prevalence, age/sex effects), then geometry follows
-from them, then the labels are read off the geometry with a little label noise:
-heart failure <- low EF, cardiomyopathy <- dilated or thickened LV, pulmonary hypertension <- enlarged,
-failing RV, pericarditis <- effusion, CAD <- regional wall-motion defect (most of the time).
+Disease processes are drawn first (site-dependent prevalence, age/sex effects), each with a graded severity,
+then geometry follows from them, then the true status: heart failure <- low EF (or a stiff, hypertrophied LV
+with preserved EF), cardiomyopathy <- dilated or thickened LV, pulmonary hypertension <- enlarged, failing RV,
+pericarditis <- effusion (in most), CAD <- regional wall-motion defect (in most). How a site records that
+status (its label definition, its label noise) is `synthetic/labels.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 
 LONG_AXIS_RATIO = 3.5  # LV modelled as a half prolate ellipsoid, long axis = 3.5 x mid-cavity radius
 MYOCARDIAL_DENSITY = 1.05  # g/mL
-LABEL_NOISE = 0.02  # fraction of disease labels flipped, as in real registries
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class CardiacState:
     effusion_mm: float  # pericardial effusion thickness
     cm_type: str  # none | dilated | hypertrophic
     qrs_ms: float
-    diseases: dict[str, int]
+    orientation_deg: float  # in-plane rotation of the heart: turns the ECG's axis and the CMR's RV and defect alike
+    diastolic_dysfunction: float  # stiffness (age, hypertrophy): heart failure with preserved EF
+    diseases: dict[str, int]  # true status; what a site records depends on its label definition
 
     # derived indicators --------------------------------------------------------------------------
     def shortening(self, n_angles: int = 360) -> np.ndarray:
@@ -101,6 +103,9 @@ def defect_weight(angles_deg: np.ndarray, state: CardiacState) -> np.ndarray:
 
 
 def sample_state(rng: np.random.Generator, prevalence: Prevalence, age_mean: float) -> CardiacState:
+    """One subject: disease processes first (prevalence shifted by age and sex), each with a graded severity,
+    then the geometry they produce, then the true disease status (which a site's label definition then
+    records imperfectly, see `labels.py`)."""
     age = float(np.clip(rng.normal(age_mean, 14), 18, 92))
     sex = int(rng.random() < 0.5)
     age_effect = 0.04 * (age - 60)
@@ -109,30 +114,28 @@ def sample_state(rng: np.random.Generator, prevalence: Prevalence, age_mean: flo
     cm_type = "none"
     if rng.random() < prevalence.cardiomyopathy:
         cm_type = "dilated" if rng.random() < 0.6 else "hypertrophic"
-    effusion = rng.random() < prevalence.pericarditis
+    pericarditis = rng.random() < prevalence.pericarditis
     ph = rng.random() < _shift(prevalence.pulmonary_hypertension, 0.02 * (age - 60))
 
     size = math.exp(rng.normal(0, 0.12))
     lvedv = (150 if sex else 120) * size
-    lvm = (125 if sex else 95) * size * math.exp(rng.normal(0, 0.1))
-    ef_target = rng.normal(62, 5)
-    qrs = rng.normal(92 if sex else 86, 8)
+    lvm = (125 if sex else 95) * size * math.exp(rng.normal(0, 0.12) + 0.004 * (age - 60))
+    ef_target = rng.normal(62, 6)
     if cm_type == "dilated":
-        lvedv *= rng.uniform(1.4, 1.9)
+        lvedv *= rng.uniform(1.25, 1.9)
         lvm *= 1.3
-        ef_target = rng.normal(33, 8)
-        qrs += rng.uniform(20, 60)  # conduction disease (LBBB-like) is common in DCM
+        ef_target = rng.normal(38, 11)
     elif cm_type == "hypertrophic":
         lvedv *= 0.85
-        lvm *= rng.uniform(1.5, 2.2)
-        ef_target = rng.normal(68, 5)
-        qrs += 10
+        lvm *= rng.uniform(1.3, 2.0)
+        ef_target = rng.normal(67, 6)
     defect_width = defect_severity = 0.0
     defect_center = float(rng.uniform(0, 360))
     if cad:
-        if rng.random() < 0.85:  # most CAD patients here have a regional wall-motion defect
-            defect_width = float(rng.uniform(60, 130))
-            defect_severity = float(rng.uniform(0.5, 1.0))
+        if rng.random() < 0.8:  # most CAD patients here have a regional wall-motion defect, of graded severity
+            defect_width = float(rng.uniform(40, 130))
+            defect_severity = float(rng.uniform(0.25, 1.0))
+            ef_target -= 10 * defect_severity * rng.uniform(0, 1.5)  # global remodelling beyond the sector
         if rng.random() < 0.3:
             lvedv *= rng.uniform(1.05, 1.3)  # post-infarct remodelling
     ef_target = float(np.clip(ef_target, 15, 80))
@@ -141,27 +144,43 @@ def sample_state(rng: np.random.Generator, prevalence: Prevalence, age_mean: flo
     rvedv = lvedv * rng.normal(1.05, 0.08)
     rvef = rng.normal(58, 5)
     if ph:
-        rvedv *= rng.uniform(1.4, 2.0)
-        rvef = rng.normal(36, 7)
+        severity = rng.uniform(0.2, 1.0)
+        rvedv *= 1 + 0.9 * severity
+        rvef = rng.normal(58 - 25 * severity, 6)
     rvef = float(np.clip(rvef, 15, 75))
-    effusion_mm = float(rng.uniform(4, 14)) if effusion else 0.0
-    heart_rate = float(np.clip(rng.normal(68, 10) + (12 if ef_target < 40 else 0) + (8 if effusion else 0), 45, 125))
+    # Pericarditis: an effusion in most, never in all; a small physiological rim in a few others.
+    effusion_mm = float(2 + rng.gamma(1.5, 2.5)) if pericarditis and rng.random() < 0.9 else 0.0
+    if not pericarditis and rng.random() < 0.03:
+        effusion_mm = float(rng.uniform(1, 2))
+    # Conduction: QRS widens with LV dilation; LBBB in a third of DCM, now and then in anyone.
+    qrs = rng.normal(92 if sex else 86, 8) + 10 * max(0.0, lvedv / (150 if sex else 120) - 1)
+    if rng.random() < (0.25 if cm_type == "dilated" else 0.03):
+        qrs += rng.uniform(25, 60)
+    if cm_type == "hypertrophic":
+        qrs += 5
+    # Sympathetic drive rises as the pump fails: heart rate graded with EF, not a step.
+    heart_rate = float(np.clip(rng.normal(68, 10) + 0.6 * max(0.0, 58 - ef_target)
+                               + (5 if effusion_mm > 3 else 0), 45, 125))
 
     state = CardiacState(
         age=age, sex=sex, heart_rate=heart_rate, lvedv=float(lvedv), lvm=float(lvm), contraction=float(contraction),
         defect_center_deg=defect_center, defect_width_deg=defect_width, defect_severity=defect_severity,
         rvedv=float(rvedv), rvesv=float(rvedv * (1 - rvef / 100)), effusion_mm=effusion_mm, cm_type=cm_type,
-        qrs_ms=float(np.clip(qrs, 70, 180)), diseases={},
+        qrs_ms=float(np.clip(qrs, 70, 180)), orientation_deg=float(rng.normal(0, 15)),
+        diastolic_dysfunction=float(rng.normal(0, 1) + 0.04 * (age - 60) + 2.0 * (lvm / (lvedv * 0.8) - 1)),
+        diseases={},
     )
-    heart_failure = rng.random() < 1 / (1 + math.exp((state.lvef - 42) / 4))  # steeply more likely below EF 42 %
-    truth = {
-        "CAD": cad,
-        "cardiomyopathy": cm_type != "none",
-        "pericarditis": effusion,
-        "heart_failure": heart_failure,
-        "pulmonary_hypertension": ph,
+    # Heart failure: reduced EF (steeply more likely below 42 %) or, with preserved EF, a stiff hypertrophied LV.
+    p_hfref = 1 / (1 + math.exp((state.lvef - 42) / 4))
+    p_hfpef = 0.5 / (1 + math.exp(-(state.diastolic_dysfunction - 2.0) * 2))
+    heart_failure = rng.random() < p_hfref + (1 - p_hfref) * p_hfpef
+    state.diseases = {
+        "CAD": int(cad),
+        "cardiomyopathy": int(cm_type != "none"),
+        "pericarditis": int(pericarditis),
+        "heart_failure": int(heart_failure),
+        "pulmonary_hypertension": int(ph),
     }
-    state.diseases = {name: int(value ^ (rng.random() < LABEL_NOISE)) for name, value in truth.items()}
     return state
 
 
