@@ -60,13 +60,19 @@ def synth(
     scale: float = typer.Option(1.0, min=0.001, help="paper layout: multiplies every site's size."),
     sites: int = typer.Option(3, min=1, help="demo layout: number of sites (kinds cycle: DICOM, NIfTI, ECG-only)."),
     subjects: int = typer.Option(150, min=1, help="demo layout: subjects per site."),
-    seed: int = typer.Option(0, help="Seed; the same seed writes the same cohort."),
+    seed: int = typer.Option(0, help="Seed; the same role and seed write the same cohort."),
+    role: str = typer.Option("sites", help="Whose data: sites (the hospitals' private data), public (the lab's "
+                             "public pairs) or panel (the lab's held-out panel). Each role has its own seed "
+                             "namespace: no two roles share a subject, whatever the seeds."),
     workers: int = typer.Option(0, help="Worker processes (0: up to 4, by CPU count)."),
 ) -> None:
     """Write a synthetic multi-site ECG-CMR cohort in real formats, with manifests and site configs."""
-    from synthetic.cohort import SiteSpec, site_profiles, write_layout
+    from synthetic.cohort import ROLES, SiteSpec, site_profiles, write_layout
     from synthetic.paper_layout import paper_layout
 
+    if role not in ROLES:
+        console.print(f"[red]error:[/red] --role must be one of {', '.join(ROLES)}, not {role!r}", highlight=False)
+        raise typer.Exit(2)
     if layout == "paper":
         specs = paper_layout(scale)
     elif layout == "demo":
@@ -78,7 +84,7 @@ def synth(
     with _progress() as progress:
         tasks = {spec.profile.site_id: progress.add_task(f"synth {spec.profile.site_id}", total=spec.subjects)
                  for spec in specs}
-        configs = write_layout(out, specs, seed=seed, workers=workers or None,
+        configs = write_layout(out, specs, seed=seed, workers=workers or None, role=role,
                                progress=lambda site, done, total: progress.update(tasks[site], completed=done))
     seconds = time.perf_counter() - start
     total = sum(spec.subjects for spec in specs)

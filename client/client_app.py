@@ -16,13 +16,13 @@ from pathlib import Path
 
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
-from flwr.common import Context, Message
+from flwr.common import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
 from protocol.simulated_site import site_config_for_partition
 from protocol.procfs import seconds_since_start
 from protocol.round_contract import RoundConfig
-from protocol import mask_prg
+from protocol import mask_prg, overlap_check
 from protocol.site_metrics import MetricKey
 
 # ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
@@ -54,15 +54,40 @@ class SiteClient(NumPyClient):
     def evaluate(self, parameters, config):
         return self._work("evaluate", parameters, config)
 
+    def overlap(self, fingerprints: dict[str, list[str]]) -> dict[str, int]:
+        """Counts of the lab's fingerprints among this site's records (protocol/overlap_check.py)."""
+        if self.worker is not None:
+            return call(self.worker, {"op": "overlap", "run": self.run_id, "fingerprints": fingerprints}, wait_s=120)
+        from client import site_round
 
-def client_fn(context: Context):
+        return site_round.overlap(self.site_config, fingerprints)
+
+
+def site_client(context: Context) -> SiteClient:
     # A real SuperNode names its own site config; only a virtual one (simulation) takes it from the run config.
     site_config = context.node_config.get("site-config") or site_config_for_partition(context.node_config,
                                                                                        context.run_config)
     if not site_config:
         raise ValueError("SuperNode started without node config 'site-config' (the path to the site's TOML)")
     worker = context.node_config.get(NODE_CONFIG_KEY)
-    return SiteClient(str(site_config), WorkerAddress(Path(str(worker))) if worker else None, context.run_id).to_client()
+    return SiteClient(str(site_config), WorkerAddress(Path(str(worker))) if worker else None, context.run_id)
+
+
+def client_fn(context: Context):
+    return site_client(context).to_client()
+
+
+def answer_overlap_check(message: Message, context: Context, call_next):
+    """The lab's overlap query before a study (protocol/overlap_check.py): answered here with counts only;
+    every other message passes on."""
+    if message.metadata.message_type != MessageType.QUERY or overlap_check.RECORD not in message.content.config_records:
+        return call_next(message, context)
+    client = site_client(context)
+    counts = client.overlap(overlap_check.decode(message.content.config_records[overlap_check.RECORD]))
+    from sitedata.site_config import load_site_config
+
+    reply = {overlap_check.SITE: load_site_config(client.site_config).site_id, **counts}
+    return Message(RecordDict({overlap_check.RECORD: ConfigRecord(reply)}), reply_to=message)
 
 
 def secaggplus_when_asked(message: Message, context: Context, call_next):
@@ -73,4 +98,4 @@ def secaggplus_when_asked(message: Message, context: Context, call_next):
     return call_next(message, context)
 
 
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_when_asked])
+app = ClientApp(client_fn=client_fn, mods=[answer_overlap_check, secaggplus_when_asked])

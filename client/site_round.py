@@ -190,6 +190,13 @@ def work(op: str, site_config: str | Path, packed_global: list[np.ndarray], rc: 
     return {"train": train_round, "evaluate": evaluate_round}[op](site_config, global_state, rc)
 
 
+def overlap(site_config: str | Path, fingerprints: dict[str, list[str]]) -> dict[str, int]:
+    """How many of the lab's panel and public ECG fingerprints are among this site's records (counts only)."""
+    from sitedata.fingerprints import overlap_counts, site_fingerprints
+
+    return overlap_counts(site_fingerprints(prepare_site(load_site_config(str(site_config)))), fingerprints)
+
+
 def local_model_path(config: SiteConfig) -> Path:
     """The site's model after its last fine-tuning round: it never leaves the site."""
     return config.cache_dir / "local-model" / "finetune.pt"

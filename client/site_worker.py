@@ -56,11 +56,15 @@ def serve(site_config: str, threads: int | None = None) -> None:
                 current_run = request["run"]
             started = time.perf_counter()
             try:
-                reply = ("ok", site_round.work(request["op"], site_config, request["arrays"], request["round"]))
+                if request["op"] == "overlap":
+                    reply = ("ok", site_round.overlap(site_config, request["fingerprints"]))
+                else:
+                    reply = ("ok", site_round.work(request["op"], site_config, request["arrays"], request["round"]))
             except Exception as err:  # the round fails for this site; the worker stays up for the next one
                 traceback.print_exc()
                 reply = ("error", f"{type(err).__name__}: {err}")
-            print(f"run {current_run}: {request['op']} round {request['round'].server_round} "
+            where = f"round {request['round'].server_round}" if "round" in request else "before the study"
+            print(f"run {current_run}: {request['op']} {where} "
                   f"{reply[0]} in {time.perf_counter() - started:.1f} s", flush=True)
             connection.send(reply)
 

@@ -71,6 +71,12 @@ class RunDatabase:
             study.config = {**study.config, "resumes": history}
             study.status, study.status_reason, study.finished = "running", "", None
 
+    def note_config(self, study_id: int, key: str, value) -> None:
+        """One more entry in the study's config (what the dashboard shows about how it started)."""
+        with self.session.begin() as s:
+            study = s.get(Study, study_id)
+            study.config = {**study.config, key: finite_or_null(value)}
+
     def last_aggregated_round(self, study_id: int, phase: str) -> int:
         return queries.last_aggregated_round(self.engine, study_id, phase)
 

@@ -6,20 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup_env.sh
-SEED=${SEED:-0}  # seeds the sites' cohort (and, offset, the lab's public cohort) when they are first written
+SEED=${SEED:-0}  # seeds the sites' cohort, the lab's public cohort and its panel (each role its own namespace)
 COHORT=${COHORT:-data/demo-cohort}
 PANEL=${PANEL:-data/reference-panel}
 PUBLIC=data/public-cohort  # named in studies/demo.toml
 if [ ! -f "$COHORT/site_configs/hospital-c.toml" ]; then
-  .venv/bin/cardiacfl synth --out "$COHORT" --sites 3 --seed "$SEED"
+  .venv/bin/cardiacfl synth --out "$COHORT" --sites 3 --seed "$SEED" --role sites
 fi
 if [ ! -f "$PANEL/site_configs/hospital-a.toml" ]; then
   # The coordinating lab's own labelled pairs: its held-out evaluation and the generation gallery (no site data).
-  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects 120 --seed 99
+  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects "${PANEL_SUBJECTS:-120}" --seed "$SEED" --role panel
 fi
 if [ ! -f "$PUBLIC/site_configs/hospital-b.toml" ]; then
   # The lab's own non-private pairs it pretrains on before round 1 (two scanners; apart from sites and panel).
-  .venv/bin/cardiacfl synth --out "$PUBLIC" --sites 2 --subjects 300 --seed "$((SEED + 7))"
+  .venv/bin/cardiacfl synth --out "$PUBLIC" --sites 2 --subjects 300 --seed "$SEED" --role public
 fi
 for config in site_configs/*.toml; do
   .venv/bin/cardiacfl data check --site-config "$config"

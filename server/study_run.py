@@ -33,6 +33,7 @@ from protocol.round_record import RoundRecord
 from protocol.simulated_site import simulated_site_configs
 from rundb.writer import RunDatabase
 from server.public_data import public_sites, train_on_public_data
+from server.overlap_check import ask_sites, lab_fingerprints, refuse_panel_overlap
 from server.reference_panel import LabPanel, generations
 from server.secure_aggregation import fit_workflow
 from server.site_roster import SiteRoster
@@ -116,6 +117,7 @@ class StudyRun:
 
     def run(self, grid, context) -> None:
         try:
+            self.check_overlap(grid)
             for phase in PHASES:
                 self.run_phase(grid, context, phase)
             self.db.update_study(self.study_id, status="finished", finished=time.time())
@@ -123,6 +125,16 @@ class StudyRun:
             self.db.update_study(self.study_id, status="failed", status_reason=f"{type(err).__name__}: {err}"[:500],
                                  finished=time.time())
             raise
+
+    def check_overlap(self, grid) -> None:
+        """Refuse to start when a site holds any of the held-out panel's ECGs (server/overlap_check.py)."""
+        if self.panel is None and not self.public_sites:
+            return
+        fingerprints = lab_fingerprints(self.panel.dataset.site if self.panel else None, self.public_sites)
+        result = ask_sites(grid, fingerprints)
+        self.db.note_config(self.study_id, "overlap_check", {"counts": result.counts, "unchecked": result.unchecked})
+        print(result.summary(), flush=True)
+        refuse_panel_overlap(result)
 
     def run_phase(self, grid, context, phase: str) -> None:
         """The public step, then each plan's rounds; resumed phases go on after their last aggregated round."""

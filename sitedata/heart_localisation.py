@@ -32,7 +32,9 @@ class HeartLocation:
 
 
 def _otsu(values: np.ndarray) -> float:
-    hist, edges = np.histogram(values, 256)
+    # The histogram spans the 0.5-99.5th percentiles: a few very bright pixels (a flow artefact, a marker)
+    # would otherwise coarsen every bin.
+    hist, edges = np.histogram(values, 256, range=tuple(np.percentile(values, [0.5, 99.5])))
     p = hist / max(hist.sum(), 1)
     w, mu = np.cumsum(p), np.cumsum(p * edges[:-1])
     between = (mu[-1] * w - mu) ** 2 / np.maximum(w * (1 - w), 1e-12)

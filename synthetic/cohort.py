@@ -1,11 +1,17 @@
 """Generate the synthetic multi-site cohort: per site, subjects' ECGs and CMR studies in that site's
-formats, a manifest, a ground-truth table (synthetic only; real sites have none) and a site config.
+formats, a manifest and a site config; beside the sites, a ground-truth folder (synthetic only; real sites have
+none; see `ground_truth.py`).
 
 Default demo (3 sites): hospital-a, a tertiary centre (older, CAD-heavy case mix, DICOM cine, MIMIC-IV-ECG
 layout at 500 Hz); hospital-b, a cardiomyopathy referral centre (younger, NIfTI cine at finer resolution
 and more noise, PTB-XL layout at 1000 Hz); hospital-c, a community hospital with ECGs only (250 Hz,
 format 212, PTB-style lower-case lead names plus Frank leads). More sites cycle these kinds with
-seed-dependent case mixes. Everything is deterministic for a given seed.
+seed-dependent case mixes. Sites differ by scanner (resolution, SNR, vendor contrast), case mix and label
+definition (`labels.py`: CMR-adjudicated at the imaging hospitals, ICD-like codes at ECG-only ones).
+
+Every cohort is written for a role (`ROLES`: the sites' private data, the lab's public pairs, the lab's held-out
+panel) and each role draws from its own seed namespace, so no choice of seeds makes two roles share a subject.
+Everything is deterministic for a given role and seed.
 """
 
 from __future__ import annotations
@@ -21,13 +27,17 @@ from typing import Callable
 import numpy as np
 
 from shared_models.targets import DISEASES, INDICATORS
-from synthetic.cmr_phantom import Scanner, render_cine
-from synthetic.ecg_wave_model import LEAD_ORDER, EcgNoise, synthesize_ecg
-from synthetic.latent_state import CardiacState, Prevalence, sample_state
+from synthetic.cmr_phantom import CmrNuisance, Scanner, render_cine
+from synthetic.ecg_wave_model import LEAD_ORDER, EcgNoise, ecg_parameters, synthesize_ecg
+from synthetic.ground_truth import truth_row, write_site_truth
+from synthetic.labels import CMR_ADJUDICATED, DEFINITIONS, ICD_CODED, record_labels
+from synthetic.latent_state import Prevalence, sample_state
 from synthetic.writers import write_dicom_cine, write_nifti, write_wfdb
 
 ECG_SECONDS = 10.0
 UNLABELLED_FRACTION = 0.15  # paired sites: share of pairs with no labels at all (pretraining-only data)
+ROLES = ("sites", "public", "panel")  # whose data a cohort is: each role its own seed namespace
+_ROLE_NAMESPACE = 0x5EED00  # + the role's index: the first word of every subject's seed
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class SiteProfile:
     target_epsilon: float = 8.0
     leads: tuple[str, ...] | None = None  # a reduced-lead site records only these (lower-case names); None: all
     vendor: str = "VENDOR-A"  # the DICOM Manufacturer after "SYNTHETIC "
+    labels: str = CMR_ADJUDICATED.name  # how the site records diagnoses (synthetic/labels.py)
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,13 @@ BASE_PROFILES = (
     SiteProfile("hospital-b", "cardiomyopathy referral centre, NIfTI cine (3T), PTB-XL layout 1000 Hz",
                 Prevalence(cad=0.15, cardiomyopathy=0.25, pericarditis=0.10, pulmonary_hypertension=0.12),
                 age_mean=52, ecg_rate=1000, ecg_layout="ptbxl", ecg_format="16", mains_hz=50, cmr_format="nifti",
-                scanner=Scanner(matrix=144, spacing_mm=1.75, frames=25, intensity_scale=900, noise=0.05, bias=0.35),
-                target_epsilon=6.0),
+                scanner=Scanner(matrix=144, spacing_mm=1.75, frames=25, intensity_scale=900, noise=0.05, bias=0.35,
+                                myocardium=0.34, tissue=1.15),
+                target_epsilon=6.0, vendor="VENDOR-B"),
     SiteProfile("hospital-c", "community hospital, ECG only, 250 Hz format 212 with Frank leads",
                 Prevalence(cad=0.20, cardiomyopathy=0.08, pericarditis=0.05, pulmonary_hypertension=0.06),
                 age_mean=60, ecg_rate=250, ecg_layout="ptb", ecg_format="212", mains_hz=50, cmr_format=None,
-                target_epsilon=10.0),
+                target_epsilon=10.0, labels=ICD_CODED.name),
 )
 
 # Lead names and order as each source writes them.
@@ -107,18 +119,23 @@ def _letters(index: int) -> str:
 
 
 def generate_cohort(out: Path, n_sites: int = 3, subjects: int = 150, seed: int = 0,
-                    progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> list[Path]:
+                    progress: Callable[[str, int, int], None] | None = None, workers: int | None = None,
+                    role: str = "sites") -> list[Path]:
     """The demo layout: `n_sites` sites of `subjects` each (kinds cycle: DICOM, NIfTI, ECG-only)."""
     layout = [SiteSpec(profile, subjects) for profile in site_profiles(n_sites, seed)]
-    return write_layout(out, layout, seed=seed, progress=progress, workers=workers)
+    return write_layout(out, layout, seed=seed, progress=progress, workers=workers, role=role)
 
 
 def write_layout(out: Path, layout: list[SiteSpec], seed: int = 0,
-                 progress: Callable[[str, int, int], None] | None = None, workers: int | None = None) -> list[Path]:
+                 progress: Callable[[str, int, int], None] | None = None, workers: int | None = None,
+                 role: str = "sites") -> list[Path]:
     """Write every site of `layout` under `out` (one worker pool for all sites); return the site config paths."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     out = Path(out)
     workers = workers or min(4, os.cpu_count() or 1)
-    jobs = [(spec.profile, out / spec.profile.site_id, seed, site_index, k)
+    namespace = _ROLE_NAMESPACE + ROLES.index(role)
+    jobs = [(spec.profile, out / spec.profile.site_id, (namespace, seed), site_index, k)
             for site_index, spec in enumerate(layout) for k in range(spec.subjects)]
     rows: dict[str, list[tuple[dict, dict]]] = {spec.profile.site_id: [] for spec in layout}
     totals = {spec.profile.site_id: spec.subjects for spec in layout}
@@ -140,7 +157,8 @@ def write_layout(out: Path, layout: list[SiteSpec], seed: int = 0,
     for spec in layout:
         profile, site_dir = spec.profile, out / spec.profile.site_id
         _write_csv(site_dir / "manifest.csv", [r[0] for r in rows[profile.site_id]])
-        _write_csv(site_dir / "ground_truth.csv", [r[1] for r in rows[profile.site_id]])
+        write_site_truth(out, profile.site_id, [r[1] for r in rows[profile.site_id]],
+                         profile.scanner if profile.cmr_format else None, profile.labels)
         config = out / "site_configs" / f"{profile.site_id}.toml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(render_site_config(profile, f"../{profile.site_id}"))
@@ -149,12 +167,13 @@ def write_layout(out: Path, layout: list[SiteSpec], seed: int = 0,
 
 
 def _generate_subject(job) -> tuple[dict, dict]:
-    profile, site_dir, seed, site_index, k = job
-    rng = np.random.default_rng([seed, site_index, k])
+    profile, site_dir, (namespace, seed), site_index, k = job
+    rng = np.random.default_rng([namespace, seed, site_index, k])
     state = sample_state(rng, profile.prevalence, profile.age_mean)
+    params = ecg_parameters(state, rng)
     subject_id, ecg_rel = _ecg_location(profile, site_index, k)
 
-    ecg = synthesize_ecg(state, profile.ecg_rate, ECG_SECONDS, rng, EcgNoise(mains_hz=profile.mains_hz))
+    ecg = synthesize_ecg(state, profile.ecg_rate, ECG_SECONDS, rng, EcgNoise(mains_hz=profile.mains_hz), params)
     names = [n for n in _LEAD_NAMES[profile.ecg_layout] if profile.leads is None or n.lower() in profile.leads]
     by_name = {lead.lower(): signal for lead, signal in zip(LEAD_ORDER, ecg)}
     by_name.update(_frank_leads(by_name))
@@ -163,35 +182,30 @@ def _generate_subject(job) -> tuple[dict, dict]:
     write_wfdb(site_dir / ecg_rel, np.stack(signals), profile.ecg_rate, names, profile.ecg_format,
                [f"age: {state.age:.0f}", f"sex: {'male' if state.sex else 'female'}", "synthetic: true"])
 
-    cmr_rel = ""
+    cmr_rel, nuisance = "", None
     if profile.cmr_format:
-        cine = render_cine(state, profile.scanner, rng)
+        nuisance = CmrNuisance.sample(rng)
+        cine = render_cine(state, profile.scanner, rng, nuisance=nuisance)
         s = profile.scanner
         if profile.cmr_format == "dicom":
             cmr_rel = f"cmr/{subject_id}/cine"
             write_dicom_cine(site_dir / cmr_rel, cine, s.spacing_mm, s.slice_gap_mm, state.heart_rate, subject_id,
-                             uid_seed=f"{seed}-{site_index}-{k}", manufacturer=f"SYNTHETIC {profile.vendor}")
+                             uid_seed=f"{namespace}-{seed}-{site_index}-{k}", manufacturer=f"SYNTHETIC {profile.vendor}")
         else:
             cmr_rel = f"cmr/{subject_id}_sa.nii.gz"
             write_nifti(site_dir / cmr_rel, cine, s.spacing_mm, s.slice_gap_mm)
 
-    split = rng.choice(["train", "val", "test"], p=[0.7, 0.15, 0.15])
+    split = str(rng.choice(["train", "val", "test"], p=[0.7, 0.15, 0.15]))
     labelled = not (profile.cmr_format and rng.random() < UNLABELLED_FRACTION)
+    recorded = record_labels(state.diseases, DEFINITIONS[profile.labels], rng) if labelled else None
     indicators = state.indicators()
     manifest = {"subject_id": subject_id, "ecg_path": ecg_rel, "cmr_path": cmr_rel, "split": split,
                 "age": f"{state.age:.0f}", "sex": sex}
     for name in INDICATORS:  # indicators are read off CMR: an ECG-only site has none
         manifest[name] = f"{indicators[name]:.1f}" if labelled and profile.cmr_format else ""
     for name in DISEASES:
-        manifest[name] = str(state.diseases[name]) if labelled else ""
-    truth = {"subject_id": subject_id, **{k: f"{v:.3f}" for k, v in indicators.items()},
-             **{d: state.diseases[d] for d in DISEASES}, **_hidden(state)}
-    return manifest, truth
-
-
-def _hidden(state: CardiacState) -> dict:
-    return {"cm_type": state.cm_type, "effusion_mm": f"{state.effusion_mm:.1f}", "qrs_ms": f"{state.qrs_ms:.0f}",
-            "heart_rate": f"{state.heart_rate:.0f}", "defect_width_deg": f"{state.defect_width_deg:.0f}"}
+        manifest[name] = str(recorded[name]) if recorded else ""
+    return manifest, truth_row(subject_id, split, state, params, nuisance, recorded)
 
 
 def _frank_leads(leads: dict) -> dict:
