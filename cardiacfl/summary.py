@@ -12,14 +12,15 @@ from rich.table import Table
 from protocol.participants import Participants
 from protocol.site_metrics import HEADLINE
 from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import lab_key, label
+from protocol.site_metrics import interval_keys, lab_key, label
 from rundb import queries
 from rundb.reader import open_readonly
 from rundb.schema import Round, SiteMetric
 
 # What the lab's own held-out panel says after each phase: (metric key, baseline label, baseline key or value).
 LAB_ROWS = {
-    "pretrain": [(K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE), (K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
+    "pretrain": [(K.RETRIEVAL_TOP1, "chance", K.RETRIEVAL_CHANCE), (K.RETRIEVAL_TOP5, "chance", "5x"),
+                 (K.RETRIEVAL_MEDIAN_RANK, "chance", "half"), (K.CMR_PAIRWISE_COSINE, "all alike", 1.0),
                  (K.ECG_PAIRWISE_COSINE, "all alike", 1.0)],
     "generator": [(K.SSIM, "mean training clip", K.BASELINE_SSIM),
                   (K.EF_PROXY_MAE, "mean training clip", K.BASELINE_EF_PROXY_MAE)],
@@ -79,13 +80,27 @@ def _lab_table(rounds: list[Round]) -> Table | None:
     _name_column(table, "phase", last_by_phase)
     table.add_column("metric")
     table.add_column("value", min_width=5)
+    table.add_column("95 % interval", min_width=13)
     table.add_column("baseline")
     for phase, metrics in last_by_phase.items():
         for key, baseline_label, baseline in LAB_ROWS.get(phase.removeprefix("public-"), []):
-            if isinstance(baseline, str):
-                baseline = metrics.get(lab_key(baseline))
-            table.add_row(phase, label(key), _fmt(metrics.get(lab_key(key))), f"{_fmt(baseline)} ({baseline_label})")
+            baseline = _baseline(metrics, baseline)
+            low, high = (metrics.get(lab_key(k)) for k in interval_keys(key))
+            interval = f"{_fmt(low)}-{_fmt(high)}" if low is not None and high is not None else "-"
+            table.add_row(phase, label(key), _fmt(metrics.get(lab_key(key))), interval,
+                          f"{_fmt(baseline)} ({baseline_label})")
     return table
+
+
+def _baseline(metrics: dict, baseline):
+    """A number, a key of the same round's metrics, or retrieval chance in another form ('5x': top-5,
+    'half': the median rank of a random ordering)."""
+    chance = metrics.get(lab_key(K.RETRIEVAL_CHANCE))
+    if baseline == "5x":
+        return min(1.0, 5 * chance) if chance else None
+    if baseline == "half":
+        return (1 / chance + 1) / 2 if chance else None
+    return metrics.get(lab_key(baseline)) if isinstance(baseline, str) else baseline
 
 
 def _site_table(evaluations: list[SiteMetric], fits: list[SiteMetric]) -> Table:

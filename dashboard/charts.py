@@ -1,6 +1,7 @@
 """The overview's validation charts: one small panel per kind of figure (loss, AUROC, R², retrieval, SSIM), each
-curve under its human name, whole-number round axes, and the public model's value (the lab's own data alone,
-before any site took part) as a dashed reference line."""
+curve under its human name, whole-number round axes, the public model's value (the lab's own data alone,
+before any site took part) as a dashed reference line, and a held-out figure's bootstrap 95 % interval as a
+band around its curve."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import altair as alt
 import pandas as pd
 
 from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import lab_key, label
+from protocol.site_metrics import interval_keys, lab_key, label
 
 # kind -> the round columns it plots (the sites' means and the lab's held-out panel)
 PANELS = {
     "Loss": (K.LOSS,),
     "AUROC": (K.MEAN_AUROC, lab_key(K.MEAN_AUROC)),
     "R²": (K.MEAN_R2, lab_key(K.MEAN_R2)),
-    "Retrieval top-1": (lab_key(K.RETRIEVAL_TOP1),),
+    "Retrieval top-1": (lab_key(K.RETRIEVAL_TOP1), lab_key(K.RETRIEVAL_TOP5)),
     "SSIM": (lab_key(K.SSIM),),
 }
 REFERENCE = "public model alone"
@@ -51,4 +52,20 @@ def panel(rounds: pd.DataFrame, title: str, keys: tuple[str, ...]) -> alt.LayerC
         tooltip=["phase", "round", "figure", alt.Tooltip("value:Q", format=".3f")])
     rules = alt.Chart(pd.DataFrame(references or [{"figure": "", "value": None}])).mark_rule(strokeDash=[6, 4]).encode(
         y="value:Q", color=alt.Color("figure:N"), tooltip=["figure", alt.Tooltip("value:Q", format=".3f")])
-    return (lines + rules).properties(title=title, height=220)
+    chart = lines + rules
+    if not (bands := intervals(points, columns)).empty:
+        chart += alt.Chart(bands).mark_area(opacity=0.2).encode(
+            x=x, y="low:Q", y2="high:Q", color=alt.Color("figure:N"),
+            tooltip=["figure", alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")])
+    return chart.properties(title=title, height=220)
+
+
+def intervals(points: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """(step, figure, low, high) of every plotted figure that has a 95 % interval."""
+    bands = []
+    for column in columns:
+        low, high = (f"global/{k}" for k in interval_keys(column.removeprefix("global/")))
+        if low in points and high in points:
+            band = points[["step", low, high]].dropna().rename(columns={low: "low", high: "high"})
+            bands.append(band.assign(figure=label(column.removeprefix("global/"))))
+    return pd.concat(bands) if bands else pd.DataFrame()

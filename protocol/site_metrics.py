@@ -37,6 +37,8 @@ class MetricKey(StrEnum):
     MASKED_ECG = "masked_ecg"
     ALIGNMENT_COSINE = "alignment_cosine"
     RETRIEVAL_TOP1 = "retrieval_top1"
+    RETRIEVAL_TOP5 = "retrieval_top5"
+    RETRIEVAL_MEDIAN_RANK = "retrieval_median_rank"  # rank of the true CMR among all, 1 = first (chance: about n/2)
     RETRIEVAL_CHANCE = "retrieval_chance"
     # mean cosine between different subjects' embeddings: near 1 means the embeddings barely differ (collapse)
     ECG_PAIRWISE_COSINE = "ecg_pairwise_cosine"
@@ -65,6 +67,11 @@ NOT_AVERAGED = frozenset({MetricKey.NUM_EXAMPLES, MetricKey.EPSILON, MetricKey.T
 # What the summary table and the dashboard's overview show of a round's global metrics.
 HEADLINE = (MetricKey.LOSS, MetricKey.MASKED_ECG, MetricKey.RETRIEVAL_TOP1, MetricKey.GENERATOR_LOSS,
             MetricKey.MEAN_AUROC, MetricKey.MEAN_R2)
+
+
+def interval_keys(key: str) -> tuple[str, str]:
+    """The bounds of a bootstrap 95 % interval of `key`: 'mean_auroc_low', 'mean_auroc_high'."""
+    return f"{key}_low", f"{key}_high"
 
 
 def lab_key(key: str) -> str:
@@ -103,6 +110,7 @@ def weighted_mean_of_numbers(results: list[tuple[int, dict]]) -> dict[str, float
 LABELS = {
     MetricKey.LOSS: "loss", MetricKey.MASKED_ECG: "masked-ECG loss", MetricKey.ALIGNMENT_COSINE: "ECG-CMR cosine",
     MetricKey.RETRIEVAL_TOP1: "retrieval top-1", MetricKey.RETRIEVAL_CHANCE: "retrieval by chance",
+    MetricKey.RETRIEVAL_TOP5: "retrieval top-5", MetricKey.RETRIEVAL_MEDIAN_RANK: "retrieval median rank",
     MetricKey.GENERATOR_LOSS: "generator loss", MetricKey.SSIM: "SSIM", MetricKey.PSNR: "PSNR",
     MetricKey.EF_PROXY_MAE: "EF-proxy MAE", MetricKey.BASELINE_SSIM: "mean clip's SSIM",
     MetricKey.BASELINE_EF_PROXY_MAE: "mean clip's EF-proxy MAE", MetricKey.MEAN_AUROC: "mean AUROC",

@@ -20,6 +20,10 @@ from shared_models.evaluation import evaluate
 from protocol.site_metrics import lab_key
 
 
+PANEL_BOOTSTRAP = 200  # resamples behind every held-out figure's 95 % interval
+GENERATED = 48  # clips generated per generator round for the panel's image scores
+
+
 class LabPanel:
     def __init__(self, site_config: str):
         config = load_site_config(site_config)
@@ -36,10 +40,10 @@ class LabPanel:
         return mean_cmr_clip(self.dataset)
 
     def evaluate(self, model: CardiacNets, phase: str, *, seed: int = 0) -> dict[str, float]:
-        """The global model's metrics on the whole panel, keys prefixed `lab/` (baselines included)."""
+        """The global model's metrics on the whole panel, keys prefixed `lab/` (baselines and 95 % intervals included)."""
         reference = _training_mean_clip(model, self.mean_clip) if phase == "generator" else None
-        result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed,
-                          generate_samples=24 if phase == "generator" else 0, reference_clip=reference)
+        result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed, bootstrap=PANEL_BOOTSTRAP,
+                          generate_samples=GENERATED if phase == "generator" else 0, reference_clip=reference)
         return {lab_key(k): v for k, v in result.items()}
 
 

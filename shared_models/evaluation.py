@@ -2,9 +2,10 @@
 function), as flat {name: float} so that Flower's MetricRecord and the metrics JSON take them as they are.
 
 Names (protocol.site_metrics.MetricKey): loss and num-examples; pretrain: masked ECG loss, alignment
-cosine and ECG->CMR retrieval top-1; generator: generator loss, and with `generate_samples` SSIM, PSNR and the
+cosine and ECG->CMR retrieval (top-1, top-5, median rank); generator: generator loss, and with `generate_samples` SSIM, PSNR and the
 EF-proxy error (+ baselines for a given reference clip); finetune: per-target r2/pearson/mae/auroc/auprc
-(+ "_low"/"_high" bootstrap bounds) and their means.
+(+ "_low"/"_high" bootstrap bounds) and their means. With `bootstrap` resamples, the headline figures
+(retrieval, SSIM, mean AUROC and R²) also get their percentile 95 % interval as "<key>_low"/"<key>_high".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
-from protocol.site_metrics import MetricKey, per_target, plain
+from protocol.site_metrics import MetricKey, interval_keys, per_target, plain
 from shared_models.targets import DISEASES, INDICATORS
 from shared_models.training import contributing, resolve_device, supervised_loss, unstandardise_indicators
 
@@ -60,10 +61,10 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
         n += count
     result = {MetricKey.LOSS: loss_sum / n if n else float("nan"), MetricKey.NUM_EXAMPLES: float(n)}
     if phase == "pretrain":
-        result.update(_pretrain_metrics(collected))
+        result.update(_pretrain_metrics(collected, bootstrap, seed))
     elif phase == "generator":
         result[MetricKey.GENERATOR_LOSS] = result[MetricKey.LOSS]
-        result.update(_generator_metrics(collected, reference_clip))
+        result.update(_generator_metrics(collected, reference_clip, bootstrap, seed))
     else:
         result.update(_finetune_metrics(collected, bootstrap, seed))
     return plain(result)
@@ -86,13 +87,23 @@ class _Collected:
         return np.concatenate(self.parts[name]) if name in self.parts else np.zeros((0,))
 
 
-def _pretrain_metrics(c: _Collected) -> dict[str, float]:
+def _with_interval(out: dict, key: str, per_subject: np.ndarray, bootstrap: int, seed: int, statistic=np.mean) -> None:
+    """out[key] = statistic over subjects, and with `bootstrap` resamples its percentile 95 % interval."""
+    out[key] = float(statistic(per_subject))
+    if bootstrap:
+        out.update(zip(interval_keys(key), metrics.bootstrap_statistic(per_subject, statistic, n=bootstrap, seed=seed)))
+
+
+def _pretrain_metrics(c: _Collected, bootstrap: int, seed: int) -> dict[str, float]:
     out = {MetricKey.MASKED_ECG: float(c["masked_ecg_per_sample"].mean()) if c.count("masked_ecg_per_sample") else float("nan")}
     if c.count("ecg_embedding") >= 2:
         ecg, cmr = c["ecg_embedding"], c["cmr_embedding"]
         similarity = ecg @ cmr.T  # (paired, paired) cosine
         out[MetricKey.ALIGNMENT_COSINE] = float(np.diag(similarity).mean())
-        out[MetricKey.RETRIEVAL_TOP1] = float((similarity.argmax(1) == np.arange(len(ecg))).mean())
+        rank = metrics.retrieval_ranks(similarity)
+        _with_interval(out, MetricKey.RETRIEVAL_TOP1, (rank == 1).astype(float), bootstrap, seed)
+        _with_interval(out, MetricKey.RETRIEVAL_TOP5, (rank <= 5).astype(float), bootstrap, seed)
+        _with_interval(out, MetricKey.RETRIEVAL_MEDIAN_RANK, rank.astype(float), bootstrap, seed, np.median)
         out[MetricKey.RETRIEVAL_CHANCE] = 1.0 / len(ecg)
         out[MetricKey.ECG_PAIRWISE_COSINE] = _mean_pairwise_cosine(ecg)
         out[MetricKey.CMR_PAIRWISE_COSINE] = _mean_pairwise_cosine(cmr)
@@ -105,19 +116,20 @@ def _mean_pairwise_cosine(unit: np.ndarray) -> float:
     return float(((unit @ unit.T).sum() - n) / (n * (n - 1)))
 
 
-def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None) -> dict[str, float]:
+def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None, bootstrap: int, seed: int) -> dict[str, float]:
     if not c.count("real"):
         return {}
     real, generated = c["real"], c["generated"]
     out = {
-        MetricKey.SSIM: float(np.mean([metrics.ssim(r, g) for r, g in zip(real, generated)])),
         MetricKey.PSNR: float(np.mean([metrics.psnr(r, g) for r, g in zip(real, generated)])),
         MetricKey.EF_PROXY_MAE: _ef_proxy_mae(real, generated),
         MetricKey.GENERATED_SAMPLES: float(len(real)),
     }
+    _with_interval(out, MetricKey.SSIM, np.array([metrics.ssim(r, g) for r, g in zip(real, generated)]), bootstrap, seed)
     if reference_clip is not None:
         baseline = np.broadcast_to(reference_clip, real.shape)
-        out[MetricKey.BASELINE_SSIM] = float(np.mean([metrics.ssim(r, reference_clip) for r in real]))
+        _with_interval(out, MetricKey.BASELINE_SSIM, np.array([metrics.ssim(r, reference_clip) for r in real]),
+                       bootstrap, seed)
         out[MetricKey.BASELINE_PSNR] = float(np.mean([metrics.psnr(r, reference_clip) for r in real]))
         out[MetricKey.BASELINE_EF_PROXY_MAE] = _ef_proxy_mae(real, baseline)
     return out
@@ -149,6 +161,17 @@ def _finetune_metrics(c: _Collected, bootstrap: int, seed: int) -> dict[str, flo
             out[f"auprc/{name}_low"], out[f"auprc/{name}_high"] = metrics.bootstrap_ci(metrics.auprc, y, p, n=bootstrap, seed=seed)
     out[MetricKey.MEAN_R2] = _nanmean([out[per_target("r2", name)] for name in INDICATORS])
     out[MetricKey.MEAN_AUROC] = _nanmean([out[per_target("auroc", name)] for name in DISEASES])
+    if bootstrap:  # the means' intervals: subjects resampled, every target's metric recomputed on the resample
+        columns = (prediction, target, c["indicator_mask"].astype(bool), probability, labels, c["disease_mask"].astype(bool))
+        mean_auroc = lambda p, y, m: _nanmean([metrics.auroc(y[m[:, i], i], p[m[:, i], i]) for i in range(len(DISEASES))])  # noqa: E731
+        mean_r2 = lambda p, y, m: _nanmean([metrics.r2(y[m[:, i], i], p[m[:, i], i]) for i in range(len(INDICATORS))])  # noqa: E731
+        rng = np.random.default_rng(seed)
+        draws = [rng.integers(0, len(prediction), len(prediction)) for _ in range(bootstrap)]
+        for key, statistic, (p, y, m) in ((MetricKey.MEAN_AUROC, mean_auroc, columns[3:]),
+                                          (MetricKey.MEAN_R2, mean_r2, columns[:3])):
+            values = [v for v in (statistic(p[i], y[i], m[i]) for i in draws) if np.isfinite(v)]
+            if values:
+                out.update(zip(interval_keys(key), map(float, np.percentile(values, [2.5, 97.5]))))
     return out
 
 

@@ -1,5 +1,6 @@
-"""Evaluation metrics on numpy arrays: screening (AUROC, AUPRC, bootstrap CIs), regression (R², Pearson r,
-MAE) and image quality (SSIM, PSNR, an ejection-fraction proxy read off a cine clip).
+"""Evaluation metrics on numpy arrays: screening (AUROC, AUPRC), regression (R², Pearson r, MAE) from
+scikit-learn, and what it lacks: bootstrap intervals, retrieval ranks, image quality (SSIM, PSNR, an
+ejection-fraction proxy read off a cine clip).
 
 Each function takes the values of one target; NaN labels are the caller's to drop. A metric that is not
 defined on the data (one class only, constant targets) is NaN rather than a made-up number.
@@ -8,34 +9,24 @@ defined on the data (one class only, constant targets) is NaN rather than a made
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import ndimage
+from sklearn import metrics as skm
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve = P(score of a random positive > score of a random negative), ties half."""
+    """Area under the ROC curve (scikit-learn's), NaN with one class only."""
     labels = np.asarray(labels, dtype=bool)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
+    if labels.all() or not labels.any():
         return float("nan")
-    ranks = stats.rankdata(scores)  # average ranks handle ties
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(labels, np.asarray(scores, dtype=float)))
 
 
 def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision: mean of the precision at the rank of each positive (ties broken pessimistically
-    within a tied group by treating the group as one threshold)."""
+    """Average precision (scikit-learn's), NaN without a positive."""
     labels = np.asarray(labels, dtype=bool)
-    if labels.sum() == 0:
+    if not labels.any():
         return float("nan")
-    scores = np.asarray(scores, dtype=float)
-    thresholds = np.unique(scores)[::-1]
-    precision_sum, previous_tp = 0.0, 0
-    for threshold in thresholds:
-        predicted = scores >= threshold
-        tp = int((predicted & labels).sum())
-        precision_sum += (tp - previous_tp) * tp / predicted.sum()
-        previous_tp = tp
-    return float(precision_sum / labels.sum())
+    return float(skm.average_precision_score(labels, np.asarray(scores, dtype=float)))
 
 
 def bootstrap_ci(metric, labels: np.ndarray, scores: np.ndarray, *, n: int = 1000, level: float = 0.95,
@@ -57,13 +48,33 @@ def bootstrap_ci(metric, labels: np.ndarray, scores: np.ndarray, *, n: int = 100
     return float(low), float(high)
 
 
+def bootstrap_statistic(values: np.ndarray, statistic=np.mean, *, n: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of statistic(values) over resampled subjects (one value per subject)."""
+    values = np.asarray(values, float)
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(n)]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def retrieval_ranks(similarity: np.ndarray) -> np.ndarray:
+    """similarity (queries, candidates) with each query's true match on the diagonal -> the true match's rank
+    (1 = retrieved first; ties counted against it)."""
+    similarity = np.asarray(similarity, float)
+    true = np.diag(similarity)[:, None]
+    return (similarity >= true).sum(1)
+
+
 def r2(target: np.ndarray, prediction: np.ndarray) -> float:
-    """Coefficient of determination, 1 - SS_res / SS_tot (negative when worse than predicting the mean)."""
+    """Coefficient of determination (scikit-learn's; negative when worse than the mean), NaN when undefined."""
     target, prediction = np.asarray(target, float), np.asarray(prediction, float)
-    total = ((target - target.mean()) ** 2).sum()
-    if len(target) < 2 or total == 0:
+    if len(target) < 2 or np.all(target == target[0]):
         return float("nan")
-    return float(1 - ((target - prediction) ** 2).sum() / total)
+    return float(skm.r2_score(target, prediction))
 
 
 def pearson_r(target: np.ndarray, prediction: np.ndarray) -> float:
@@ -75,7 +86,7 @@ def pearson_r(target: np.ndarray, prediction: np.ndarray) -> float:
 
 def mae(target: np.ndarray, prediction: np.ndarray) -> float:
     target, prediction = np.asarray(target, float), np.asarray(prediction, float)
-    return float(np.abs(target - prediction).mean()) if len(target) else float("nan")
+    return float(skm.mean_absolute_error(target, prediction)) if len(target) else float("nan")
 
 
 def psnr(reference: np.ndarray, image: np.ndarray, data_range: float = 1.0) -> float:

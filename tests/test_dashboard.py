@@ -243,6 +243,16 @@ def test_the_overview_counts_federated_rounds_and_draws_the_public_model_as_a_re
     assert reference == [{"figure": "mean AUROC (lab panel): public model alone", "value": 0.55}]
     assert charts.panel(rounds, "SSIM", charts.PANELS["SSIM"]) is None  # a figure the study does not have
 
+    # a held-out figure with its bootstrap interval gets a band over the rounds that have one
+    banded = rounds.assign(**{"global/lab/mean_auroc_low": rounds["global/lab/mean_auroc"] - 0.05,
+                              "global/lab/mean_auroc_high": rounds["global/lab/mean_auroc"] + 0.04})
+    chart = charts.panel(banded, "AUROC", charts.PANELS["AUROC"]).to_dict()
+    band = chart["layer"][2]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"]["field"] == "high"
+    rows = chart["datasets"][band["data"]["name"]]
+    assert rows and all(r["figure"] == "mean AUROC (lab panel)" and r["high"] - r["low"] == pytest.approx(0.09)
+                        for r in rows)
+
 
 def test_pages_use_icons_every_machine_can_draw():
     import re

@@ -186,6 +186,9 @@ def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_
     assert finetune["lab/mean_auroc"] == 0.5 and all(k.startswith("lab/") for k in finetune)  # untrained: no ranking
     pretrain = panel.evaluate(model, "pretrain")
     assert {"lab/retrieval_top1", "lab/retrieval_chance", "lab/cmr_pairwise_cosine"} <= set(pretrain)
+    for key in ("retrieval_top1", "retrieval_top5", "retrieval_median_rank"):  # every held-out figure: an interval
+        assert pretrain[f"lab/{key}_low"] <= pretrain[f"lab/{key}"] <= pretrain[f"lab/{key}_high"]
+    assert finetune["lab/mean_auroc_low"] <= 0.5 <= finetune["lab/mean_auroc_high"]
 
     db = RunDatabase(str(tmp_path / "run.db"))
     study_id = db.start_study("s", "tiny", {"phases": [{"name": "finetune"}]}, total_rounds=1)
@@ -194,6 +197,7 @@ def test_the_lab_scores_the_global_model_on_its_own_panel_and_the_summary_shows_
     print_summary(tmp_path / "run.db", console)
     text = console.export_text()
     assert "reference panel" in text and "mean AUROC" in text and "0.500" in text and "(chance)" in text
+    assert "95 % interval" in text and f"{finetune['lab/mean_auroc_low']:.3f}-" in text
 
 
 def test_the_summary_shows_every_phase_and_site_whole_at_80_columns(tmp_path):

@@ -57,3 +57,20 @@ def test_blood_pool_ef_reads_area_change():
     clip[1, 16:24, 16:24] = 1.0
     clip[2, 15:21, 15:25] = 1.0  # 60 px at end-systole
     assert metrics.blood_pool_ef(clip) == pytest.approx(40.0)
+
+
+def test_retrieval_ranks_count_ties_against_the_true_match():
+    from shared_models.metrics import retrieval_ranks
+
+    similarity = np.array([[0.9, 0.1, 0.2], [0.5, 0.4, 0.6], [0.3, 0.3, 0.3]])
+    assert retrieval_ranks(similarity).tolist() == [1, 3, 3]
+
+
+def test_a_bootstrap_interval_narrows_with_more_subjects_and_holds_the_estimate():
+    from shared_models.metrics import bootstrap_statistic
+
+    rng = np.random.default_rng(0)
+    small, large = (rng.random(n) < 0.1 for n in (100, 2000))
+    low_s, high_s = bootstrap_statistic(small.astype(float), n=300)
+    low_l, high_l = bootstrap_statistic(large.astype(float), n=300)
+    assert low_l <= large.mean() <= high_l and high_l - low_l < (high_s - low_s) / 2
