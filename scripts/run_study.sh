@@ -15,7 +15,7 @@ if [ ! -f "$COHORT/site_configs/hospital-c.toml" ]; then
 fi
 if [ ! -f "$PANEL/site_configs/hospital-a.toml" ]; then
   # The coordinating lab's own labelled pairs: its held-out evaluation and the generation gallery (no site data).
-  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects "${PANEL_SUBJECTS:-120}" --seed "$SEED" --role panel
+  .venv/bin/cardiacfl synth --out "$PANEL" --sites 1 --subjects "${PANEL_SUBJECTS:-1000}" --seed "$SEED" --role panel
 fi
 if [ ! -f "$PUBLIC/site_configs/hospital-b.toml" ]; then
   # The lab's own non-private pairs it pretrains on before round 1 (two scanners; apart from sites and panel).

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from synthetic.latent_state import CardiacState, defect_weight
 
@@ -118,7 +117,8 @@ def render_cine(state: CardiacState, scanner: Scanner, rng: np.random.Generator 
 
 
 def _soft_inside(distance_inside: np.ndarray, edge: float) -> np.ndarray:
-    return special.expit(distance_inside / np.float32(edge))  # the logistic without exp's overflow far outside
+    # the logistic as tanh: no overflow far outside, and faster than exp or scipy's expit on float32
+    return 0.5 + 0.5 * np.tanh(distance_inside * np.float32(0.5 / edge))
 
 
 def _heart_slice(dy, dx, rho, r, outer, state: CardiacState, scale, rv_fraction, edge, myocardium):
