@@ -1,21 +1,28 @@
 """Privacy against utility on the paper-shaped federation: what federation, DP and joining cost or gain.
 
-Arms, each with both encoders (ecg-only: trained from scratch on the labels; cmr-aligned: starting from the
-lab's public CMR-aligned pretraining, InfoNCE + masked modelling and the generator, the same checkpoint for
-every arm), and the same fine-tuning budget (epochs over each arm's own training data) in every arm:
+Arms, each with three encoders that see the same ECGs and the same budget, so that alignment is the only
+difference between the last two:
+- scratch: no pretraining, fine-tuned on the labels;
+- masked-ecg: the lab's public pretraining with masked ECG (and masked CMR) modelling only, no alignment term;
+- cmr-aligned: the same public pretraining, epochs and ECGs, plus ECG-CMR InfoNCE alignment (and the generator,
+  which trains only the generator);
+each pretrained checkpoint the same for every arm, and the same fine-tuning budget (epochs over each arm's own
+training data) in every arm:
 - centralized: every site's training split pooled, no DP;
 - federated: every site, on Flower's Simulation Engine with the study's ServerApp and ClientApp, no DP;
 - federated-dp: the same at ε = 1, 3 and 8, each site's lifetime budget, with a fresh ledger per arm;
 - local:<hospital>: each small hospital alone on its own training split.
 
 Scored on each small hospital's test split and on the pooled test split (held out from every arm): mean AUROC with
-a 95 % bootstrap CI, mean indicator R², and for the cmr-aligned encoder retrieval top-1 (with chance) and the
-generator's SSIM and EF-proxy error beside the mean training clip's.
+a 95 % bootstrap CI, mean indicator R², for the pretrained encoders retrieval top-1 (with chance), for the
+cmr-aligned one the generator's SSIM and EF-proxy error beside the mean training clip's. What alignment adds,
+cmr-aligned minus masked-ecg mean AUROC per arm with a paired bootstrap 95 % CI (the same resampled test subjects
+for both), is printed and written to `alignment.json`.
 
     .venv/bin/cardiacfl synth --layout paper --scale 0.1 --out data/paper-0.1
     .venv/bin/python benchmarks/privacy_utility.py --data data/paper-0.1 --out runs/privacy-utility-quick --quick
 
-Writes `utility.json` (a list of rows, schema in `ROW_KEYS`) and `utility.png` into `--out`.
+Writes `utility.json` (a list of rows, schema in `ROW_KEYS`), `alignment.json` and `utility.png` into `--out`.
 """
 
 from __future__ import annotations
@@ -52,7 +59,8 @@ from sitedata.site_data import PreparedSite, prepare_site  # noqa: E402
 
 ROW_KEYS = ("setting", "epsilon", "encoder", "eval", "auroc_mean", "auroc_ci", "r2_mean", K.RETRIEVAL_TOP1,
             K.RETRIEVAL_CHANCE, "ssim", "ssim_mean_clip", "ef_mae", "ef_mae_mean_clip", "seconds")
-ENCODERS = ("ecg-only", "cmr-aligned")
+ENCODERS = ("scratch", "masked-ecg", "cmr-aligned")
+ALIGNMENT_WEIGHT = {"masked-ecg": 0.0, "cmr-aligned": 1.0}  # the public pretraining's InfoNCE weight
 
 
 @dataclass
@@ -98,22 +106,24 @@ def run(data: Path, out: Path, budget: Budget) -> list[dict]:
         raise SystemExit(f"{data}: no hospital-* sites; write a paper layout with cardiacfl synth --layout paper")
     log(f"{len(sites)} sites ({', '.join(s.config.site_id for s in sites)}); budget {budget}")
 
-    public = public_cohort(out, budget)
-    pretrained = pretrain_on_public_data(out, public, budget)
-    evaluation = Evaluation(sites, hospitals, budget, prior_clip=public_prior_clip(pretrained))
+    publics = {encoder: public_cohort(out, budget, encoder) for encoder in ALIGNMENT_WEIGHT}
+    pretrained = {encoder: pretrain_on_public_data(out, public, budget, encoder) for encoder, public in publics.items()}
+    evaluation = Evaluation(sites, hospitals, budget, prior_clip=public_prior_clip(pretrained["cmr-aligned"]))
     rows: list[dict] = []
     for encoder in ENCODERS:
-        init = pretrained if encoder == "cmr-aligned" else None
+        init = pretrained.get(encoder)
         for setting, arm_sites in [("centralized", sites), *((f"local:{h.config.site_id}", [h]) for h in hospitals)]:
             arm_started = time.perf_counter()
             model = train_centrally(arm_sites, init, budget)
             rows += evaluation.rows(model, setting, None, encoder, time.perf_counter() - arm_started)
         for epsilon in (None, *budget.epsilons):
             arm_started = time.perf_counter()
-            model = train_federated(out, configs, init, budget, epsilon, encoder, public)
+            model = train_federated(out, configs, init, budget, epsilon, encoder, publics.get(encoder))
             rows += evaluation.rows(model, "federated-dp" if epsilon else "federated", epsilon, encoder,
                                     time.perf_counter() - arm_started)
         (out / "utility.json").write_text(json.dumps(finite_or_null(rows), indent=1))
+    effects = evaluation.alignment_effects()
+    (out / "alignment.json").write_text(json.dumps(finite_or_null(effects), indent=1))
     plot(rows, out / "utility.png")
     return rows
 
@@ -124,30 +134,34 @@ def log(line: str) -> None:
 
 # The lab's public data and the pretraining every cmr-aligned arm starts from ---------------------------------
 
-def public_cohort(out: Path, budget: Budget) -> PublicData:
-    """The lab's own ECG-CMR pairs (a synthetic cohort drawn apart from the federation's), written once."""
+def public_cohort(out: Path, budget: Budget, encoder: str) -> PublicData:
+    """The lab's own ECG-CMR pairs (the `public` role's cohort, apart from the federation's), written once; the
+    same data for both pretrained encoders, pretrained with or without the alignment term."""
     from synthetic.cohort import generate_cohort
 
     folder = out / "public-cohort"
     if not (folder / "site_configs").is_dir():
-        generate_cohort(folder, n_sites=2, subjects=budget.public_subjects, seed=1007)
+        generate_cohort(folder, n_sites=2, subjects=budget.public_subjects, seed=0, role="public")
     return PublicData(sites=tuple(sorted((folder / "site_configs").glob("*.toml"))),
                       description="the lab's public ECG-CMR cohort (synthetic)",
-                      pretrain_epochs=budget.public_pretrain_epochs, generator_epochs=budget.public_generator_epochs)
+                      pretrain_epochs=budget.public_pretrain_epochs,
+                      generator_epochs=budget.public_generator_epochs if encoder == "cmr-aligned" else 0,
+                      alignment_weight=ALIGNMENT_WEIGHT[encoder])
 
 
-def pretrain_on_public_data(out: Path, public: PublicData, budget: Budget) -> Path:
-    """Public pretraining and generator, exactly as a study's ServerApp runs them (so its cache serves every
-    federated arm too): seed 0, the preset's initial weights."""
-    cache = out / "public-cache"
+def pretrain_on_public_data(out: Path, public: PublicData, budget: Budget, encoder: str) -> Path:
+    """Public pretraining (and for cmr-aligned the generator), exactly as a study's ServerApp runs them (so its
+    cache serves every federated arm too): seed 0, the preset's initial weights."""
+    cache = out / f"public-cache-{encoder}"
     cache.mkdir(exist_ok=True)
     torch.manual_seed(0)
     model = build_model(budget.preset)
     data = public_sites(public)
     for phase in ("pretrain", "generator"):
         done = train_on_public_data(model, public, data, phase, cache, seed=0)
-        log(f"public {phase}: {done.epochs} epochs over {done.examples} samples in {done.seconds:.0f} s"
-            f"{' (cached)' if done.cached else ''}")
+        if done is not None:
+            log(f"{encoder}: public {phase}: {done.epochs} epochs over {done.examples} samples in {done.seconds:.0f} s"
+                f"{' (cached)' if done.cached else ''}")
     path = cache / "pretrained.pt"
     save_checkpoint(path, model, phase="public-generator", step=0)
     return path
@@ -173,7 +187,7 @@ def train_centrally(sites: list[PreparedSite], init: Path | None, budget: Budget
 
 
 def train_federated(out: Path, configs: list[Path], init: Path | None, budget: Budget, epsilon: float | None,
-                    encoder: str, public: PublicData) -> CardiacNets:
+                    encoder: str, public: PublicData | None) -> CardiacNets:
     """One study on Flower's Simulation Engine; every site a copy of its config with its own fresh ledger."""
     from cardiacfl.simulation import simulate_study
 
@@ -195,15 +209,16 @@ rounds = {budget.rounds}
 local_epochs = {budget.finetune_epochs // budget.rounds}
 lr = {budget.lr}
 """
-    if init is not None:  # the same public pretraining as every cmr-aligned arm: the cache below serves it
+    if init is not None:  # the same public pretraining as the encoder's other arms: the cache below serves it
         study_text += f"""
 [public_data]
 sites = [{", ".join(f'"{p}"' for p in public.sites)}]
 pretrain_epochs = {public.pretrain_epochs}
 generator_epochs = {public.generator_epochs}
+alignment_weight = {public.alignment_weight}
 """
         (arm / "run" / "checkpoints").mkdir(parents=True, exist_ok=True)
-        for cached in (out / "public-cache").glob("public-*.pt"):
+        for cached in (out / f"public-cache-{encoder}").glob("public-*.pt"):
             shutil.copy(cached, arm / "run" / "checkpoints" / cached.name)
     (arm / "study.toml").write_text(study_text)
     log(f"{name}: simulating {len(configs)} sites")
@@ -253,21 +268,26 @@ class Evaluation:
     def __init__(self, sites: list[PreparedSite], hospitals: list[PreparedSite], budget: Budget, prior_clip):
         self.splits = {"pooled": pooled(sites, "test"), **{h.config.site_id: pooled([h], "test") for h in hospitals}}
         self.budget, self.prior_clip = budget, prior_clip
+        self.pooled_scores: dict[tuple, tuple] = {}  # (setting, epsilon, encoder) -> the pooled test split's scores
 
     def rows(self, model: CardiacNets, setting: str, epsilon: float | None, encoder: str, seconds: float) -> list[dict]:
         out = []
         for name, test in self.splits.items():
             loader = DataLoader(test, batch_size=64)
             finetune = evaluate(model, loader, "finetune")
-            auroc, ci = mean_auroc_with_ci(model, loader, self.budget.bootstrap)
+            scores = disease_scores(model, loader)
+            auroc, ci = mean_auroc_with_ci(model, loader, self.budget.bootstrap, scores=scores)
+            if name == "pooled":
+                self.pooled_scores[setting, epsilon, encoder] = scores
             row = {key: None for key in ROW_KEYS} | {
                 "setting": setting, "epsilon": epsilon, "encoder": encoder, "eval": name, "auroc_mean": auroc,
                 "auroc_ci": ci, "r2_mean": finetune.get(K.MEAN_R2), "seconds": round(seconds, 1)}
-            if encoder == "cmr-aligned":  # the ECG-only encoder has no CMR side and no generator
+            if encoder in ALIGNMENT_WEIGHT:  # the scratch encoder's CMR side was never trained
                 aligned = evaluate(model, loader, "pretrain")
+                row |= {K.RETRIEVAL_TOP1: aligned.get(K.RETRIEVAL_TOP1), K.RETRIEVAL_CHANCE: aligned.get(K.RETRIEVAL_CHANCE)}
+            if encoder == "cmr-aligned":  # only it has a trained generator
                 generated = evaluate(model, loader, "generator", generate_samples=24, reference_clip=self.prior_clip)
-                row |= {K.RETRIEVAL_TOP1: aligned.get(K.RETRIEVAL_TOP1), K.RETRIEVAL_CHANCE: aligned.get(K.RETRIEVAL_CHANCE),
-                        "ssim": generated.get(K.SSIM), "ssim_mean_clip": generated.get(K.BASELINE_SSIM),
+                row |= {"ssim": generated.get(K.SSIM), "ssim_mean_clip": generated.get(K.BASELINE_SSIM),
                         "ef_mae": generated.get(K.EF_PROXY_MAE), "ef_mae_mean_clip": generated.get(K.BASELINE_EF_PROXY_MAE)}
             out.append(row)
         pooled_row = out[0]
@@ -277,28 +297,59 @@ class Evaluation:
         return out
 
 
+    def alignment_effects(self, seed: int = 0) -> list[dict]:
+        """cmr-aligned minus masked-ecg mean AUROC on the pooled test split, per arm, with a paired bootstrap
+        95 % CI (both models scored on the same resampled subjects)."""
+        effects = []
+        for (setting, epsilon, encoder), aligned in self.pooled_scores.items():
+            masked = self.pooled_scores.get((setting, epsilon, "masked-ecg"))
+            if encoder != "cmr-aligned" or masked is None:
+                continue
+            rng = np.random.default_rng(seed)
+            n = len(aligned[0])
+            draws = [rng.integers(0, n, n) for _ in range(self.budget.bootstrap)]
+            differences = [mean_auroc(aligned, i) - mean_auroc(masked, i) for i in draws]
+            differences = [d for d in differences if np.isfinite(d)]
+            everyone = np.arange(n)
+            ci = [float(v) for v in np.percentile(differences, [2.5, 97.5])] if differences else [float("nan")] * 2
+            effects.append({"setting": setting, "epsilon": epsilon,
+                            "auroc_cmr_aligned": mean_auroc(aligned, everyone), "auroc_masked_ecg": mean_auroc(masked, everyone),
+                            "difference": mean_auroc(aligned, everyone) - mean_auroc(masked, everyone), "ci": ci})
+            log(f"alignment effect, {setting} ε={epsilon}: {effects[-1]['difference']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
+        return effects
+
+
 @torch.no_grad()
-def mean_auroc_with_ci(model: CardiacNets, loader: DataLoader, n: int, seed: int = 0) -> tuple[float, list[float]]:
-    """Mean AUROC over the diseases, and its percentile bootstrap 95 % CI over resampled subjects."""
+def disease_scores(model: CardiacNets, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities, labels, label masks), each (subjects, diseases), over a loader."""
     model.eval()
     probs, labels, masks = [], [], []
     for batch in loader:
         probs.append(model.heads(batch)[1].sigmoid().numpy())
         labels.append(batch["diseases"].numpy())
         masks.append(batch["disease_mask"].numpy().astype(bool))
-    probs, labels, masks = (np.concatenate(x) for x in (probs, labels, masks))
+    return tuple(np.concatenate(x) for x in (probs, labels, masks))
 
-    def mean_auroc(index: np.ndarray) -> float:
-        values = [metrics.auroc(labels[index, d][masks[index, d]], probs[index, d][masks[index, d]])
-                  for d in range(len(DISEASES))]
-        values = [v for v in values if np.isfinite(v)]
-        return float(np.mean(values)) if values else float("nan")
 
+def mean_auroc(scores: tuple, index: np.ndarray) -> float:
+    """Mean over the diseases of the AUROC on the subjects `index` (NaN where no disease has both classes)."""
+    probs, labels, masks = scores
+    values = [metrics.auroc(labels[index, d][masks[index, d]], probs[index, d][masks[index, d]])
+              for d in range(len(DISEASES))]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def mean_auroc_with_ci(model: CardiacNets, loader: DataLoader, n: int, seed: int = 0,
+                       scores: tuple | None = None) -> tuple[float, list[float]]:
+    """Mean AUROC over the diseases, and its percentile bootstrap 95 % CI over resampled subjects."""
+    scores = scores or disease_scores(model, loader)
     rng = np.random.default_rng(seed)
-    resampled = [mean_auroc(rng.integers(0, len(probs), len(probs))) for _ in range(n)]
+    count = len(scores[0])
+    resampled = [mean_auroc(scores, rng.integers(0, count, count)) for _ in range(n)]
     resampled = [v for v in resampled if np.isfinite(v)]
     ci = [float(v) for v in np.percentile(resampled, [2.5, 97.5])] if resampled else [float("nan")] * 2
-    return mean_auroc(np.arange(len(probs))), ci
+    return mean_auroc(scores, np.arange(count)), ci
 
 
 # Reporting --------------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
     # The result depends on the data, the settings and the model it starts from.
     incoming = hashlib.sha256(b"".join(array.tobytes() for array in numpy_state(model).values())).hexdigest()
     digest = hashlib.sha256(f"{data_hash(sites)}|{model.config.to_dict()}|{seed}|{public.lr}|{public.batch_size}|"
-                            f"{phase}:{epochs}|{incoming}|{training_code_hash()}".encode()).hexdigest()[:16]
+                            f"{phase}:{epochs}|{public.alignment_weight}|{incoming}|{training_code_hash()}".encode()).hexdigest()[:16]
     path = out / f"public-{phase}.pt"
     data = labelled_fraction(train, 1.0) if phase == "finetune" else train
     stored, meta = load_checkpoint(path) if path.is_file() else (None, {})
@@ -80,7 +80,8 @@ def train_on_public_data(model: CardiacNets, public: PublicData, sites: list[Pre
     else:
         loader = DataLoader(data, batch_size=public.batch_size, shuffle=True, drop_last=len(data) > public.batch_size,
                             generator=torch.Generator().manual_seed(seed))
-        options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed)
+        options = TrainOptions(phase=phase, epochs=epochs, lr=public.lr, alignment="infonce", seed=seed,
+                               alignment_weight=public.alignment_weight)
         if phase == "finetune":
             result = _finetune_with_early_stopping(model, loader, pooled(sites, "val"), options)
         else:

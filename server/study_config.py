@@ -57,6 +57,9 @@ class PublicData:
     finetune_epochs: int = 0
     lr: float = 1e-3
     batch_size: int = 32
+    # weight of the ECG-CMR InfoNCE term in public pretraining; 0 pretrains the ECG encoder by masked ECG
+    # modelling alone (the ablation that isolates what alignment to CMR adds)
+    alignment_weight: float = 1.0
 
     def epochs(self, phase: str) -> int:
         return getattr(self, f"{phase}_epochs")
@@ -137,6 +140,8 @@ def _public_data(path: Path, table: dict | None) -> PublicData | None:
         _fail(path, "public_data.sites", "at least one site config of the lab's public data", table.get("sites"))
     if min(public.epochs(phase) for phase in PHASES) < 0:
         _fail(path, "public_data", "epochs of 0 or more", table)
+    if public.alignment_weight < 0:
+        _fail(path, "public_data.alignment_weight", "a weight of 0 (masked modelling only) or more", public.alignment_weight)
     return public
 
 

@@ -72,8 +72,13 @@ def test_a_toy_run_writes_utility_json_in_the_documented_schema(tmp_path):
     assert {r["eval"] for r in rows} == {"pooled", "hospital-1", "hospital-2", "hospital-3"}
     for row in rows:
         assert len(row["auroc_ci"]) == 2 and row["seconds"] >= 0
-        if row["encoder"] == "ecg-only":  # no CMR side, no generator
+        if row["encoder"] == "scratch":  # no CMR side, no generator
             assert row["retrieval_chance"] is None and row["ssim"] is None
         elif row["eval"] == "pooled":  # a toy hospital's test split may hold fewer than 2 pairs
-            assert row["retrieval_chance"] > 0 and row["ssim_mean_clip"] > 0
+            assert row["retrieval_chance"] > 0
+            assert (row["ssim_mean_clip"] > 0) == (row["encoder"] == "cmr-aligned")  # only it trained a generator
+    effects = json.loads((tmp_path / "out" / "alignment.json").read_text())
+    assert {(e["setting"], e["epsilon"]) for e in effects} == {(s, e) for s, e, _ in arms}  # every arm compared
+    for effect in effects:
+        assert effect["difference"] == pytest.approx(effect["auroc_cmr_aligned"] - effect["auroc_masked_ecg"])
     assert (tmp_path / "out" / "utility.png").stat().st_size > 10_000

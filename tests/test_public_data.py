@@ -108,3 +108,19 @@ def test_public_fine_tuning_keeps_the_epoch_with_the_lowest_validation_loss(pret
     # a rate high enough to overshoot
     _finetune_with_early_stopping(model, loader(), validation, TrainOptions(phase="finetune", epochs=4, lr=3e-2, seed=0))
     assert abs(evaluate(model, val_loader, "finetune")[K.LOSS] - min(losses)) < 1e-4
+
+
+def test_masked_only_pretraining_is_its_own_result_and_does_not_learn_retrieval(pretrained):
+    """The ablation arm: the same public data and epochs without the alignment term (public.alignment_weight 0)."""
+    import dataclasses
+
+    public, out, train, before, aligned, _ = pretrained
+    masked_only = dataclasses.replace(public, alignment_weight=0.0)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    done = train_on_public_data(model, masked_only, public_sites(masked_only), "pretrain", out, seed=0)
+    assert not done.cached  # not the aligned model from the same cache folder
+    scores = evaluate(model, DataLoader(train, batch_size=64), "pretrain")
+    aligned_scores = evaluate(aligned, DataLoader(train, batch_size=64), "pretrain")
+    assert scores[K.RETRIEVAL_TOP1] < aligned_scores[K.RETRIEVAL_TOP1]
+    assert scores[K.ALIGNMENT_COSINE] < aligned_scores[K.ALIGNMENT_COSINE]
