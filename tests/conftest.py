@@ -95,3 +95,16 @@ def legacy_run_database(url: str, version: int) -> None:
         if version == 2:
             c.execute(text("UPDATE studies SET status_reason = 'stopped by SIGTERM'"))
     engine.dispose()
+
+
+@pytest.fixture
+def server_task_identity():
+    """Messages take their run and sender from the process's task identity, as in a ServerApp process
+    (tests that build server messages outside one use it)."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = before

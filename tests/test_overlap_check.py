@@ -14,16 +14,7 @@ from sitedata.site_data import prepare_site
 from synthetic.cohort import generate_cohort
 
 
-@pytest.fixture(autouse=True)
-def server_task_identity():
-    """Messages take their run and sender from the process's task identity, as in a ServerApp process."""
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
-
-    before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = before
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 
 
 class InProcessGrid:

@@ -27,20 +27,9 @@ from server.secure_aggregation import fit_workflow
 from server.study_config import SecAggSettings
 
 STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
+pytestmark = pytest.mark.usefixtures("server_task_identity")
 NODES = (11, 22, 33)
 SHAPES = [(5,), (2, 3)]
-
-
-@pytest.fixture(autouse=True)
-def server_task_identity():
-    """Messages take their run and sender from the process's task identity, as in a ServerApp process."""
-    from flwr.common.constant import SUPERLINK_NODE_ID
-    from flwr.supercore.task_identity import TaskIdentity
-
-    before = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = before
 
 
 def site_update(node_id: int) -> list[np.ndarray]:
