@@ -328,6 +328,8 @@ def disease_scores(model: CardiacNets, loader: DataLoader) -> tuple[np.ndarray, 
         probs.append(model.heads(batch)[1].sigmoid().numpy())
         labels.append(batch["diseases"].numpy())
         masks.append(batch["disease_mask"].numpy().astype(bool))
+    if not probs:  # an empty test split (a toy hospital)
+        return np.zeros((0, len(DISEASES))), np.zeros((0, len(DISEASES))), np.zeros((0, len(DISEASES)), bool)
     return tuple(np.concatenate(x) for x in (probs, labels, masks))
 
 
@@ -346,7 +348,7 @@ def mean_auroc_with_ci(model: CardiacNets, loader: DataLoader, n: int, seed: int
     scores = scores or disease_scores(model, loader)
     rng = np.random.default_rng(seed)
     count = len(scores[0])
-    resampled = [mean_auroc(scores, rng.integers(0, count, count)) for _ in range(n)]
+    resampled = [mean_auroc(scores, rng.integers(0, count, count)) for _ in range(n if count else 0)]
     resampled = [v for v in resampled if np.isfinite(v)]
     ci = [float(v) for v in np.percentile(resampled, [2.5, 97.5])] if resampled else [float("nan")] * 2
     return mean_auroc(scores, np.arange(count)), ci
