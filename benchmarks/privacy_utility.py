@@ -97,7 +97,9 @@ def main() -> None:
 
 
 def run(data: Path, out: Path, budget: Budget) -> list[dict]:
-    """Every arm with both encoders; writes utility.json (after each encoder) and utility.png; returns the rows."""
+    """Every arm with every encoder; writes utility.json (after each encoder), alignment.json and utility.png;
+    returns the rows."""
+    out = out.resolve()  # the arms' site configs name their data root by this path, from another folder
     out.mkdir(parents=True, exist_ok=True)
     configs = find_site_configs(data)
     sites = [prepare_site(load_site_config(path)) for path in configs]
