@@ -43,6 +43,7 @@ from shared_models import metrics  # noqa: E402
 from shared_models.targets import DISEASES, INDICATORS  # noqa: E402
 from sitedata.cmr_geometry import pick_slice_index, to_model_clip  # noqa: E402
 from sitedata.cmr_ingest import read_cmr  # noqa: E402
+from sitedata.manifest import read_manifest  # noqa: E402
 from sitedata.site_config import load_site_config  # noqa: E402
 from synthetic.cmr_phantom import CmrNuisance, render_cine  # noqa: E402
 from synthetic.ground_truth import read_cohort_truth  # noqa: E402
@@ -149,12 +150,13 @@ def images(data: Path, sites, n_subjects: int, seed: int, ecg_x_all, states_all,
     paired = [(site, subject) for site in sites if site.scanner for subject in site.subjects]
     chosen = [paired[i] for i in sorted(rng.choice(len(paired), min(n_subjects, len(paired)), replace=False))]
     ecg_states = _state_from_ecg(states_all, ecg_x_all, seed)
+    configs = {site.site_id: load_site_config(data / "site_configs" / f"{site.site_id}.toml") for site, _ in chosen}
+    cmr_paths = {(site_id, row.subject_id): row.cmr_path for site_id, config in configs.items()
+                 for row in read_manifest(config.manifest, config.data_root)[0]}
     real, renders = [], {"cardiac": [], "position": [], "anatomy_coil": [], "ecg_visible": []}
     for site, subject in chosen:
-        config = load_site_config(data / "site_configs" / f"{site.site_id}.toml")
-        settings, scanner, nuisance = config.cmr, site.scanner, subject.nuisance
-        row = next(r for r in _manifest(config) if r["subject_id"] == subject.subject_id)
-        real.append(read_cmr(config.data_root / row["cmr_path"], settings).frames)
+        settings, scanner, nuisance = configs[site.site_id].cmr, site.scanner, subject.nuisance
+        real.append(read_cmr(cmr_paths[site.site_id, subject.subject_id], settings).frames)
         average = CmrNuisance()  # the heart at the centre, the average torso, no coil field
         placed = dataclasses.replace(average, centre_mm=nuisance.centre_mm)
         state = subject.state
@@ -176,17 +178,9 @@ def images(data: Path, sites, n_subjects: int, seed: int, ecg_x_all, states_all,
     return share, ceiling, len(real)
 
 
-def _manifest(config):
-    import csv
-
-    with config.manifest.open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _scores(real, clips) -> dict:
-    ssim = float(np.mean([metrics.ssim(r, c) for r, c in zip(real, clips)]))
-    ef = float(np.nanmean([abs(metrics.blood_pool_ef(r) - metrics.blood_pool_ef(c)) for r, c in zip(real, clips)]))
-    return {MetricKey.SSIM.value: ssim, MetricKey.EF_PROXY_MAE.value: ef}
+    ssim, ef_error = metrics.clip_scores(real, clips)
+    return {MetricKey.SSIM.value: ssim, MetricKey.EF_PROXY_MAE.value: ef_error}
 
 
 # --- report -----------------------------------------------------------------------------------------------------

@@ -44,12 +44,6 @@ def ridge(train_x, train_y, lam):
     return lambda new: np.clip(mean + (((new - mu) / sd) @ weights).reshape((len(new),) + mean.shape), 0, 1)
 
 
-def scores(real: np.ndarray, clips: np.ndarray) -> tuple[float, float]:
-    ssim = float(np.mean([metrics.ssim(r, c) for r, c in zip(real, clips)]))
-    ef = float(np.nanmean([abs(metrics.blood_pool_ef(r) - metrics.blood_pool_ef(c)) for r, c in zip(real, clips)]))
-    return ssim, ef
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a model after generator training")
@@ -64,7 +58,7 @@ def main() -> None:
     test_x, test_y, test_batch = paired_features(model, LabPanel(args.panel).dataset)
 
     penalties = (1, 10, 100, 1000, 10000)
-    best = max(penalties, key=lambda lam: scores(val_y, ridge(train_x, train_y, lam)(val_x))[0])
+    best = max(penalties, key=lambda lam: metrics.clip_scores(val_y, ridge(train_x, train_y, lam)(val_x))[0])
     rows = {
         "mean training clip": np.broadcast_to(train_y.mean(0), test_y.shape),
         "another subject's real clip": np.roll(test_y, 1, axis=0),
@@ -75,7 +69,7 @@ def main() -> None:
     print(f"{len(test_y)} held-out panel clips; {len(train_y)} public training pairs")
     print(f"{'clip scored against the real one':48s} {'SSIM':>6s} {'EF-proxy MAE':>13s}")
     for name, clips in rows.items():
-        ssim, ef = scores(test_y, clips)
+        ssim, ef = metrics.clip_scores(test_y, clips)
         print(f"{name:48s} {ssim:6.3f} {ef:13.2f}")
 
 

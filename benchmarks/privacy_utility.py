@@ -307,16 +307,12 @@ class Evaluation:
             masked = self.pooled_scores.get((setting, epsilon, "masked-ecg"))
             if encoder != "cmr-aligned" or masked is None:
                 continue
-            rng = np.random.default_rng(seed)
             n = len(aligned[0])
-            draws = [rng.integers(0, n, n) for _ in range(self.budget.bootstrap)]
-            differences = [mean_auroc(aligned, i) - mean_auroc(masked, i) for i in draws]
-            differences = [d for d in differences if np.isfinite(d)]
-            everyone = np.arange(n)
-            ci = [float(v) for v in np.percentile(differences, [2.5, 97.5])] if differences else [float("nan")] * 2
-            effects.append({"setting": setting, "epsilon": epsilon,
-                            "auroc_cmr_aligned": mean_auroc(aligned, everyone), "auroc_masked_ecg": mean_auroc(masked, everyone),
-                            "difference": mean_auroc(aligned, everyone) - mean_auroc(masked, everyone), "ci": ci})
+            ci = list(metrics.bootstrap_interval(lambda i: mean_auroc(aligned, i) - mean_auroc(masked, i), n,
+                                                 n=self.budget.bootstrap, seed=seed))
+            with_alignment, without = mean_auroc(aligned, np.arange(n)), mean_auroc(masked, np.arange(n))
+            effects.append({"setting": setting, "epsilon": epsilon, "auroc_cmr_aligned": with_alignment,
+                            "auroc_masked_ecg": without, "difference": with_alignment - without, "ci": ci})
             log(f"alignment effect, {setting} ε={epsilon}: {effects[-1]['difference']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]")
         return effects
 
@@ -338,21 +334,15 @@ def disease_scores(model: CardiacNets, loader: DataLoader) -> tuple[np.ndarray, 
 def mean_auroc(scores: tuple, index: np.ndarray) -> float:
     """Mean over the diseases of the AUROC on the subjects `index` (NaN where no disease has both classes)."""
     probs, labels, masks = scores
-    values = [metrics.auroc(labels[index, d][masks[index, d]], probs[index, d][masks[index, d]])
-              for d in range(len(DISEASES))]
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
+    return metrics.mean_over_targets(metrics.auroc, labels[index], probs[index], masks[index])
 
 
 def mean_auroc_with_ci(model: CardiacNets, loader: DataLoader, n: int, seed: int = 0,
                        scores: tuple | None = None) -> tuple[float, list[float]]:
     """Mean AUROC over the diseases, and its percentile bootstrap 95 % CI over resampled subjects."""
     scores = scores or disease_scores(model, loader)
-    rng = np.random.default_rng(seed)
     count = len(scores[0])
-    resampled = [mean_auroc(scores, rng.integers(0, count, count)) for _ in range(n if count else 0)]
-    resampled = [v for v in resampled if np.isfinite(v)]
-    ci = [float(v) for v in np.percentile(resampled, [2.5, 97.5])] if resampled else [float("nan")] * 2
+    ci = list(metrics.bootstrap_interval(lambda i: mean_auroc(scores, i), count, n=n, seed=seed))
     return mean_auroc(scores, np.arange(count)), ci
 
 

@@ -162,16 +162,13 @@ def _finetune_metrics(c: _Collected, bootstrap: int, seed: int) -> dict[str, flo
     out[MetricKey.MEAN_R2] = _nanmean([out[per_target("r2", name)] for name in INDICATORS])
     out[MetricKey.MEAN_AUROC] = _nanmean([out[per_target("auroc", name)] for name in DISEASES])
     if bootstrap:  # the means' intervals: subjects resampled, every target's metric recomputed on the resample
-        columns = (prediction, target, c["indicator_mask"].astype(bool), probability, labels, c["disease_mask"].astype(bool))
-        mean_auroc = lambda p, y, m: _nanmean([metrics.auroc(y[m[:, i], i], p[m[:, i], i]) for i in range(len(DISEASES))])  # noqa: E731
-        mean_r2 = lambda p, y, m: _nanmean([metrics.r2(y[m[:, i], i], p[m[:, i], i]) for i in range(len(INDICATORS))])  # noqa: E731
-        rng = np.random.default_rng(seed)
-        draws = [rng.integers(0, len(prediction), len(prediction)) for _ in range(bootstrap)]
-        for key, statistic, (p, y, m) in ((MetricKey.MEAN_AUROC, mean_auroc, columns[3:]),
-                                          (MetricKey.MEAN_R2, mean_r2, columns[:3])):
-            values = [v for v in (statistic(p[i], y[i], m[i]) for i in draws) if np.isfinite(v)]
-            if values:
-                out.update(zip(interval_keys(key), map(float, np.percentile(values, [2.5, 97.5]))))
+        indicator_mask, disease_mask = c["indicator_mask"].astype(bool), c["disease_mask"].astype(bool)
+        for key, metric, y, p, m in ((MetricKey.MEAN_AUROC, metrics.auroc, labels, probability, disease_mask),
+                                     (MetricKey.MEAN_R2, metrics.r2, target, prediction, indicator_mask)):
+            low, high = metrics.bootstrap_interval(lambda i: metrics.mean_over_targets(metric, y[i], p[i], m[i]),
+                                                   len(prediction), n=bootstrap, seed=seed)
+            if np.isfinite(low):
+                out.update(zip(interval_keys(key), (low, high)))
     return out
 
 

@@ -29,18 +29,13 @@ def auprc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(skm.average_precision_score(labels, np.asarray(scores, dtype=float)))
 
 
-def bootstrap_ci(metric, labels: np.ndarray, scores: np.ndarray, *, n: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of metric(labels, scores) over resampled subjects; resamples where the metric
-    is undefined (one class only) are skipped."""
+def bootstrap_interval(statistic, n_subjects: int, *, n: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of statistic(index) over `n` resamples of the subjects 0..n_subjects-1
+    (`statistic` takes the resampled subject indices); resamples where it is undefined (NaN) are skipped."""
     rng = np.random.default_rng(seed)
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    values = []
-    for _ in range(n):
-        index = rng.integers(0, len(labels), len(labels))
-        value = metric(labels[index], scores[index])
-        if np.isfinite(value):
-            values.append(value)
+    values = [statistic(rng.integers(0, n_subjects, n_subjects)) for _ in range(n if n_subjects else 0)]
+    values = [v for v in values if np.isfinite(v)]
     if not values:
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
@@ -48,17 +43,26 @@ def bootstrap_ci(metric, labels: np.ndarray, scores: np.ndarray, *, n: int = 100
     return float(low), float(high)
 
 
+def bootstrap_ci(metric, labels: np.ndarray, scores: np.ndarray, *, n: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of metric(labels, scores) over resampled subjects."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    return bootstrap_interval(lambda i: metric(labels[i], scores[i]), len(labels), n=n, level=level, seed=seed)
+
+
 def bootstrap_statistic(values: np.ndarray, statistic=np.mean, *, n: int = 1000, level: float = 0.95,
                         seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap CI of statistic(values) over resampled subjects (one value per subject)."""
     values = np.asarray(values, float)
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = [statistic(values[rng.integers(0, len(values), len(values))]) for _ in range(n)]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(draws, [tail, 100 - tail])
-    return float(low), float(high)
+    return bootstrap_interval(lambda i: statistic(values[i]), len(values), n=n, level=level, seed=seed)
+
+
+def mean_over_targets(metric, targets: np.ndarray, predictions: np.ndarray, labelled: np.ndarray) -> float:
+    """The mean of metric(target, prediction) over the columns (targets) where it is defined, each column on
+    its labelled rows only; NaN when it is defined for none. (subjects, targets) arrays."""
+    values = [metric(targets[labelled[:, j], j], predictions[labelled[:, j], j]) for j in range(targets.shape[1])]
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def retrieval_ranks(similarity: np.ndarray) -> np.ndarray:
@@ -118,3 +122,11 @@ def blood_pool_ef(clip: np.ndarray, threshold: float = 0.6, roi: float = 0.5) ->
     centre = clip[:, h0:H - h0, w0:W - w0]
     areas = (centre > threshold).reshape(F, -1).sum(1).astype(float)
     return float(100 * (areas.max() - areas.min()) / areas.max()) if areas.max() > 0 else float("nan")
+
+
+def clip_scores(real: np.ndarray, clips: np.ndarray) -> tuple[float, float]:
+    """(mean SSIM, mean EF-proxy absolute error) of clips against the real ones, pair by pair; clips whose EF
+    proxy is undefined (no blood pool found) are left out of the error."""
+    ssim_mean = float(np.mean([ssim(r, c) for r, c in zip(real, clips)]))
+    errors = [abs(blood_pool_ef(r) - blood_pool_ef(c)) for r, c in zip(real, clips)]
+    return ssim_mean, float(np.nanmean(errors))
