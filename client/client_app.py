@@ -17,6 +17,7 @@ from pathlib import Path
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.common import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 
 from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
 from protocol.simulated_site import site_config_for_partition
@@ -92,10 +93,23 @@ def answer_overlap_check(message: Message, context: Context, call_next):
 
 def secaggplus_when_asked(message: Message, context: Context, call_next):
     """SecAgg+ for SecAgg+ messages; plain train/evaluate messages pass straight through (the stock mod
-    fails on messages without its config record)."""
+    fails on messages without its config record). The training call learns the SecAgg+ reconstruction threshold
+    from this site's own SecAgg+ state (distributed DP sizes its noise share by it), never from the server:
+    any value the server put there is overwritten, and a plain message says 0."""
+    fit_config = message.content.config_records.get(FIT_CONFIG)
+    if fit_config is not None:
+        fit_config[SECAGG_THRESHOLD] = 0
     if "secaggplus_configs" in message.content.config_records:
+        state = context.state.config_records.get(RECORD_KEY_STATE)
+        if fit_config is not None and state is not None:
+            fit_config[SECAGG_THRESHOLD] = int(state.get("threshold", 0))
         return secaggplus_mod(message, context, call_next)
     return call_next(message, context)
+
+
+FIT_CONFIG = "fitins.config"  # where Flower's legacy FitIns config travels in a message
+SECAGG_THRESHOLD = "secagg_threshold"  # protocol.round_contract.RoundConfig.secagg_threshold
+
 
 
 app = ClientApp(client_fn=client_fn, mods=[answer_overlap_check, secaggplus_when_asked])

@@ -24,11 +24,14 @@ class OpacusPrivatizer:
     (list of (noise_multiplier, sample_rate, steps)), so ε accumulates across calls instead of restarting."""
 
     def __init__(self, *, noise_multiplier: float, max_grad_norm: float, history: list | None = None,
-                 poisson_sampling: bool = True, grad_sample_mode: str = "hooks"):
+                 poisson_sampling: bool = True, grad_sample_mode: str = "hooks", expected_batch_size: int = 0):
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.poisson_sampling = poisson_sampling
         self.grad_sample_mode = grad_sample_mode
+        # The divisor of the noisy gradient sum (0: Opacus' own, N x sample rate). Distributed DP needs the same
+        # one at every site, so that the sites' shares add up to one step (client/distributed_dp.py).
+        self.expected_batch_size = expected_batch_size
         self.engine = PrivacyEngine(accountant="rdp")
         # Opacus' secure_mode needs torchcsprng, which has no build for current torch. Its data loader takes
         # the Poisson sampler's generator from `secure_rng`, so that is where the site's own entropy goes.
@@ -44,6 +47,8 @@ class OpacusPrivatizer:
             max_grad_norm=self.max_grad_norm, poisson_sampling=self.poisson_sampling,
             grad_sample_mode=self.grad_sample_mode, noise_generator=self.noise_generator)
         _empty_batch_template(loader)
+        if self.expected_batch_size:
+            optimizer.expected_batch_size = self.expected_batch_size
         return self.module, optimizer, loader
 
     @property

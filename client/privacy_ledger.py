@@ -129,12 +129,14 @@ class PrivacyLedger:
             self._append({"kind": "plan", "sigma": sigma})
         return self.noise_multiplier
 
-    def epsilon_after(self, sample_rate: float, steps: int) -> float:
-        return epsilon_of(self.history + [[self.noise_multiplier, sample_rate, steps]], self.target_delta)
+    def epsilon_after(self, sample_rate: float, steps: int, sigma: float | None = None) -> float:
+        sigma = self.noise_multiplier if sigma is None else sigma
+        return epsilon_of(self.history + [[sigma, sample_rate, steps]], self.target_delta)
 
-    def check(self, sample_rate: float, steps: int) -> str | None:
-        """None when the round fits the budget, else the reason to decline it."""
-        after = self.epsilon_after(sample_rate, steps)
+    def check(self, sample_rate: float, steps: int, sigma: float | None = None) -> str | None:
+        """None when the round fits the budget, else the reason to decline it. `sigma`: the noise this round
+        carries (default: the site's planned σ; distributed DP: the study's, which the SecAgg+ sum carries)."""
+        after = self.epsilon_after(sample_rate, steps, sigma)
         if after > self.target_epsilon + 1e-9:
             return (f"round would spend ε to {after:.2f}, past this site's budget ε={self.target_epsilon:g} "
                     f"(spent so far {self.epsilon:.2f})")

@@ -6,6 +6,7 @@ model arrays and aggregate metrics. `client/client_app.py` converts Flower messa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from functools import cache
@@ -23,14 +24,15 @@ from sitedata.model_geometry import check_model_geometry
 from sitedata.site_config import SiteConfig, load_site_config
 from sitedata.site_data import PreparedSite, prepare_site
 from sitedata.site_dataset import SiteDataset
-from shared_models.cardiacnets import CardiacNets, build_model
+from shared_models.cardiacnets import CardiacNets, PublicBank, build_model
+from protocol.public_bank import decode_bank
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
 from shared_models.model_arrays import load_numpy_state, numpy_state, unpack_state
 from protocol.round_contract import RoundConfig, parse_plan_text
 from protocol.site_metrics import MetricKey as K
 from protocol.site_metrics import local_key, plain
-from shared_models.training import PAIRED_PARTS, TrainOptions, reference_pos_weight, train_phase, trainable_parts
+from shared_models.training import PAIRED_PARTS, TrainOptions, TrainResult, reference_pos_weight, train_phase, trainable_parts
 from protocol.codec import encode_update, update_problem
 
 
@@ -46,10 +48,11 @@ def forget_prepared_sites() -> None:
     _site.cache_clear()
 
 
-def phase_dataset(site: PreparedSite, phase: str, split: str = "train") -> Dataset:
-    """The samples a phase learns from at this site: all ECGs (pretrain), ECG-CMR pairs (generator),
-    labelled ECGs (finetune). Its size sets the DP sample rate."""
-    dataset = SiteDataset(site, split)
+def phase_dataset(site: PreparedSite, phase: str, split: str = "train", seed: int = 0) -> Dataset:
+    """The people a phase learns from at this site: everyone with an ECG (pretrain), with ECG-CMR pairs
+    (generator), with labels (finetune); one item per person (one of their windows at random), so DP's unit is
+    the patient. Its size sets the DP sample rate."""
+    dataset = SiteDataset(site, split, per_subject=True, seed=seed)
     wanted = {"generator": lambda s: s.cmr_key is not None, "finetune": lambda s: s.labelled}.get(phase, lambda s: True)
     return Subset(dataset, [i for i in range(len(dataset)) if wanted(dataset.subject_of(i))])
 
@@ -122,36 +125,97 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
     refusal = policy_refusal(rc, config)
     if refusal:
         raise Declined(refusal)
-    data = phase_dataset(site, rc.phase)
+    data = phase_dataset(site, rc.phase, seed=rc.seed + rc.server_round)
     has_cmr = site_has_cmr(site)
     model = _model(rc.preset, global_state)
     options = TrainOptions(phase=rc.phase, epochs=rc.local_epochs, lr=rc.lr, proximal_mu=rc.proximal_mu,
-                           finetune_mode=rc.finetune_mode, alignment="distill" if rc.dp else "infonce",
+                           finetune_mode=rc.finetune_mode, alignment="public-bank" if rc.dp else "infonce",
                            seed=rc.seed + rc.server_round, device=config.training.device)
-    parts = trainable_parts(options, has_cmr=has_cmr) if len(data) else set()
+    distributed = rc.dp and rc.dp_mode == "distributed"
+    if distributed:  # one linear noisy step (client/distributed_dp.py); every site sends every part of the phase
+        options = dataclasses.replace(options, max_steps=1, optimizer="sgd", proximal_mu=0.0)
+        has_cmr = True  # a site without pairs still adds its noise share to the CMR-side parts
+    parts = trainable_parts(options, has_cmr=has_cmr) if len(data) or distributed else set()
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
         return encode_update(global_state, {}, rc.max_site_examples)
     pos_weight = reference_pos_weight() if rc.phase == "finetune" else None
+    bank = _public_bank(rc) if options.alignment == "public-bank" and rc.phase == "pretrain" and has_cmr else None
     # The data order is reproducible from the server's seed; DP's noise and sampling are not (client/privacy.py).
-    loader = DataLoader(data, batch_size=config.training.batch_size, shuffle=True,
+    loader = DataLoader(data, batch_size=rc.dp_batch if distributed else config.training.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(rc.seed + rc.server_round))
 
     def train(privatize=None):
         metrics[K.PREPARE_S] = time.perf_counter() - started
-        return train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight, privatize=privatize)
+        return train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight, public_bank=bank,
+                           privatize=privatize)
 
     # Without DP only where the site's policy allows it (policy_refusal above).
-    result = _train_under_dp(config, site, rc, len(data), metrics, train) if rc.dp else train()
+    if distributed:
+        result = _train_distributed_share(config, rc, len(data), metrics, train, model, parts)
+    else:
+        result = _train_under_dp(config, site, rc, len(data), metrics, train) if rc.dp else train()
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
     if rc.phase == "finetune":  # the site's own model of this round: kept on site for its row of the cross-site matrix
         save_checkpoint(local_model_path(config), model, phase="finetune-local", step=rc.server_round)
-    update = encode_update(numpy_state(model), part_examples(data, parts), rc.max_site_examples)
+    # distributed: weight 1 on every part at every site, so the mean is the sum of the shares over their count
+    examples = {p: rc.max_site_examples for p in parts} if distributed else part_examples(data, parts)
+    update = encode_update(numpy_state(model), examples, rc.max_site_examples)
     # Checked here too: under SecAgg+ the server sees only the sum, so a broken update must not be masked in.
     problem = update_problem(update, global_state, rc.max_update_ratio)
     if problem:
         raise Declined(f"this site's own update failed its checks ({problem}); not sent")
     return update
+
+
+def _public_bank(rc: RoundConfig) -> PublicBank:
+    """The round's public alignment bank; a DP pretrain round without a valid one is declined."""
+    if not rc.public_bank:
+        raise Declined("a DP pretrain round must carry the public alignment bank; this one has none")
+    try:
+        ecg, cmr = decode_bank(rc.public_bank)
+    except ValueError as err:
+        raise Declined(str(err)) from None
+    return PublicBank(torch.from_numpy(ecg), torch.from_numpy(cmr))
+
+
+def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, metrics: dict, train, model: CardiacNets,
+                             parts: set[str]) -> TrainResult:
+    """This site's share of one distributed-DP step (client/distributed_dp.py), within its lifetime budget: the
+    ledger accounts the step at the study's σ, the noise the SecAgg+ sum carries."""
+    from client.distributed_dp import add_noise_share_only, noise_share
+
+    if rc.secagg_threshold < 2:
+        raise Declined("distributed DP needs SecAgg+ (a threshold of at least 2 sites); this round came without it")
+    sigma, clip = rc.noise_multiplier, config.privacy.max_grad_norm
+    share = noise_share(sigma, rc.secagg_threshold)
+    rate = _steps_per_epoch(samples, rc.dp_batch)[0]
+    metrics.update({K.NOISE_MULTIPLIER: sigma, K.NOISE_SHARES: rc.secagg_threshold, K.MAX_GRAD_NORM: clip,
+                    K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
+                    K.SAMPLE_RATE: rate})
+    try:
+        with open_ledger(config, locked=True) as ledger:
+            reason = ledger.check(rate, 1, sigma=sigma) if samples else None
+            if reason:
+                ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
+                metrics[K.EPSILON] = ledger.epsilon
+                raise Declined(reason)
+            if not samples:  # no patients here for this phase: the share of noise only, nothing spent
+                model.to("cpu")
+                trained = [p for name, p in model.named_parameters() if name.split(".", 1)[0] in parts]
+                add_noise_share_only(trained, share=share, max_grad_norm=clip, lr=rc.lr, batch=rc.dp_batch)
+                metrics[K.EPSILON] = ledger.epsilon
+                return TrainResult(steps=1, examples=0, mean_loss=float("nan"), seconds=0.0)
+            from client.privacy import OpacusPrivatizer
+
+            privatizer = OpacusPrivatizer(noise_multiplier=share, max_grad_norm=clip, expected_batch_size=rc.dp_batch)
+            result = train(privatizer)
+            privatizer.close()
+            metrics[K.EPSILON] = ledger.record(ledger.history + [[sigma, rate, 1]], study=rc.study, phase=rc.phase,
+                                               server_round=rc.server_round, steps=1)
+            return result
+    except LedgerTampered as err:
+        raise Declined(f"privacy ledger not trusted: {err}") from None
 
 
 def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, samples: int, metrics: dict, train):

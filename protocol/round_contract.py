@@ -26,6 +26,16 @@ class RoundConfig:
     max_site_examples: int = 1000
     max_update_ratio: float = 1.0  # the server's bound on an update; a site checks its own before sending
     seed: int = 0
+    # "local": each site's DP-SGD adds all the noise; "distributed": one noisy step per round, each site adding
+    # its share σ/√t of the study's noise multiplier σ, SecAgg+ summing (client/distributed_dp.py)
+    dp_mode: str = "local"
+    noise_multiplier: float = 0.0  # distributed: σ of the summed step
+    dp_batch: int = 0  # distributed: expected samples per site per step (the common divisor of the sum)
+    # Set by the site's own SecAgg+ mod from its SecAgg+ state (never taken from the server): the reconstruction
+    # threshold t, 0 when the round did not come through SecAgg+.
+    secagg_threshold: int = 0
+    # DP pretraining: the public pairs' embeddings under this round's global model (protocol/public_bank.py)
+    public_bank: bytes = b""
 
     @classmethod
     def from_record(cls, record: dict) -> "RoundConfig":

@@ -33,6 +33,8 @@ class MetricKey(StrEnum):
     NOISE_MULTIPLIER = "noise_multiplier"
     MAX_GRAD_NORM = "max_grad_norm"
     SAMPLE_RATE = "sample_rate"
+    # distributed DP: the SecAgg+ reconstruction threshold t the site's share of the noise (σ/√t) was sized for
+    NOISE_SHARES = "noise_shares"
     # validation (shared_models.evaluation)
     MASKED_ECG = "masked_ecg"
     ALIGNMENT_COSINE = "alignment_cosine"
@@ -63,7 +65,8 @@ def per_target(kind: str, name: str) -> str:
 TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON, MetricKey.MODEL})  # every other key is a number
 # Per-site values that an example-weighted mean over sites would make meaningless.
 NOT_AVERAGED = frozenset({MetricKey.NUM_EXAMPLES, MetricKey.EPSILON, MetricKey.TARGET_EPSILON, MetricKey.DELTA,
-                          MetricKey.NOISE_MULTIPLIER, MetricKey.MAX_GRAD_NORM, MetricKey.SAMPLE_RATE, MetricKey.ROUND})
+                          MetricKey.NOISE_MULTIPLIER, MetricKey.MAX_GRAD_NORM, MetricKey.SAMPLE_RATE, MetricKey.ROUND,
+                          MetricKey.NOISE_SHARES})
 # What the summary table and the dashboard's overview show of a round's global metrics.
 HEADLINE = (MetricKey.LOSS, MetricKey.MASKED_ECG, MetricKey.RETRIEVAL_TOP1, MetricKey.GENERATOR_LOSS,
             MetricKey.MEAN_AUROC, MetricKey.MEAN_R2)

@@ -28,7 +28,8 @@ from sitedata.pooling import data_hash, labelled_fraction, pooled
 from sitedata.site_config import load_site_config
 from sitedata.site_data import PreparedSite, prepare_site
 from sitedata.site_dataset import mean_cmr_clip
-from shared_models.cardiacnets import CardiacNets
+from shared_models.cardiacnets import CardiacNets, build_model
+from protocol.public_bank import encode_bank
 from shared_models.checkpoint import load_checkpoint, save_checkpoint
 from shared_models.evaluation import evaluate
 from protocol.site_metrics import MetricKey as K
@@ -127,3 +128,20 @@ def _logger(phase: str):
             last[0] = time.perf_counter()
             log.info("public data, %s: step %d/%d, loss %.4f", phase, step, total, loss)
     return progress
+
+
+class PublicBankSource:
+    """Global weights -> the public alignment bank (protocol/public_bank.py) that a DP pretrain round sends: the
+    embeddings of the lab's public training pairs under that round's model."""
+
+    def __init__(self, preset: str, sites: list[PreparedSite]):
+        if not sites:
+            raise ValueError("DP pretraining needs the lab's public pairs ([public_data]) for its alignment bank")
+        self.model = build_model(preset)
+        data = pooled(sites, "train")
+        self.loader = DataLoader(data, batch_size=128)
+
+    def __call__(self, global_state: dict) -> bytes:
+        load_numpy_state(self.model, global_state)
+        bank = self.model.public_bank(self.loader)
+        return encode_bank(bank.ecg.numpy(), bank.cmr.numpy())

@@ -16,6 +16,7 @@ budget, its policy or its own update checks would decline again. Evaluation metr
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 from flwr.common import Code, EvaluateIns, FitIns, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
@@ -36,12 +37,13 @@ class StudyRounds:
     """Mixin over a Flower strategy: round instructions, screening, one aggregation, the round's record."""
 
     def __init__(self, plan: PhasePlan, study: StudyConfig, roster: SiteRoster, global_state: dict[str, np.ndarray], *,
-                 round_offset: int = 0, **kwargs):
+                 round_offset: int = 0, public_bank: Callable[[dict[str, np.ndarray]], bytes] | None = None, **kwargs):
         super().__init__(fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=plan.min_sites,
                          min_evaluate_clients=plan.min_sites, min_available_clients=plan.min_sites,
                          initial_parameters=ndarrays_to_parameters(encode_weights(global_state)),
                          evaluate_metrics_aggregation_fn=weighted_mean_of_numbers, **kwargs)
         self.plan, self.study, self.roster = plan, study, roster
+        self.public_bank = public_bank  # global weights -> the public alignment bank (DP pretraining)
         self.global_state = dict(global_state)
         self.layout = tuple((name, np.shape(value)) for name, value in global_state.items())
         # Flower counts this run's rounds from 1; a resumed phase goes on from the last round it finished.
@@ -70,7 +72,8 @@ class StudyRounds:
                            proximal_mu=plan.proximal_mu if plan.strategy == "fedprox" else 0.0,
                            finetune_mode=plan.finetune_mode, dp=study.dp, max_site_examples=study.max_site_examples,
                            max_update_ratio=study.max_update_ratio, max_grad_norm=study.max_grad_norm,
-                           target_epsilon=study.target_epsilon, seed=study.seed).to_record()
+                           target_epsilon=study.target_epsilon, seed=study.seed, dp_mode=study.dp_mode if study.dp else "local",
+                           noise_multiplier=study.noise_multiplier, dp_batch=study.dp_batch).to_record()
 
     def fit_record(self) -> RoundRecord:
         """The round's record once training is over. A round Flower moved past without aggregate_fit (SecAgg+
@@ -97,6 +100,8 @@ class StudyRounds:
         self.record = RoundRecord(self.plan.name, self.phase_round(server_round), started=time.time())
         self.fit_screened = False
         config = self.round_config(server_round)
+        if self.public_bank is not None:  # computed under this round's global model
+            config["public_bank"] = self.public_bank(self.global_state)
         asked = [(proxy, FitIns(fit.parameters, {**fit.config, **config}))
                  for proxy, fit in super().configure_fit(server_round, parameters, client_manager)
                  if not self.roster.has_declined(proxy.node_id)]
@@ -110,7 +115,7 @@ class StudyRounds:
         self.fit_screened = True
         self.record.site_reports += reports
         self.record.participants = participants
-        mean = self._mean(accepted, secagg)
+        mean = self._mean(accepted, secagg) if self._enough_noise_shares(reports) else None
         if mean is None:
             self.record.seconds = time.time() - self.record.started
             return None, {}
@@ -120,6 +125,22 @@ class StudyRounds:
         self.global_state = decode_weights(parameters_to_ndarrays(parameters), self.layout)
         self.record.seconds = time.time() - self.record.started
         return parameters, {"sites_trained": len(participants.trained)}
+
+    def _enough_noise_shares(self, reports: list[SiteReport]) -> bool:
+        """Distributed DP: the sum carries the full noise only with at least t shares in it (t: the SecAgg+
+        threshold each site sized its share for); with fewer the aggregate is refused, never applied."""
+        if not (self.study.dp and self.study.dp_mode == "distributed"):
+            return True
+        shares = [r for r in reports if not r.metrics.get(K.DECLINED) and r.metrics.get(K.EXAMPLES) is not None
+                  and r.metrics.get(K.NOISE_SHARES)]
+        needed = max((int(r.metrics[K.NOISE_SHARES]) for r in shares), default=2)
+        if len(shares) >= needed:
+            return True
+        participants = self.record.participants
+        participants.trained = []
+        participants.outcome = (f"not aggregated: distributed DP needs {needed} sites' noise shares in the sum, "
+                                f"got {len(shares)}; the global model is unchanged")
+        return False
 
     def _mean(self, accepted: list, secagg: bool) -> list[np.ndarray] | None:
         """The plain mean of the accepted updates, or None with the record's outcome saying why not."""
@@ -223,7 +244,9 @@ STRATEGIES = {"fedavg": StudyFedAvg, "fedprox": StudyFedProx, "fedadam": StudyFe
 
 
 def make_strategy(plan: PhasePlan, study: StudyConfig, roster: SiteRoster, global_state: dict[str, np.ndarray], *,
-                  round_offset: int = 0, strategy_state: dict[str, np.ndarray] | None = None) -> StudyRounds:
-    strategy = STRATEGIES[plan.strategy](plan, study, roster, global_state, round_offset=round_offset)
+                  round_offset: int = 0, strategy_state: dict[str, np.ndarray] | None = None,
+                  public_bank: Callable[[dict[str, np.ndarray]], bytes] | None = None) -> StudyRounds:
+    strategy = STRATEGIES[plan.strategy](plan, study, roster, global_state, round_offset=round_offset,
+                                         public_bank=public_bank)
     strategy.restore_strategy_state(strategy_state or {})
     return strategy

@@ -79,6 +79,11 @@ class StudyConfig:
     max_grad_norm: float = 0.0
     target_epsilon: float = 0.0
     seed: int = 0
+    # DP where the noise is added: "local" (each site's DP-SGD, the default) or "distributed" (each site adds its
+    # share of one noisy step per round and SecAgg+ sums them: client/distributed_dp.py; needs [secagg])
+    dp_mode: str = "local"
+    noise_multiplier: float = 1.0  # distributed: σ of the summed step, which each site accounts at
+    dp_batch: int = 64  # distributed: expected samples per site per step
     generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
     phases: tuple[PhasePlan, ...] = field(default_factory=tuple)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
@@ -127,6 +132,14 @@ def load_study_config(path: str | Path) -> StudyConfig:
         fail("public_data.pretrain_epochs", "public pretraining before a DP pretrain phase: under DP a site aligns "
              "its ECGs to the CMR embedding that InfoNCE on non-private pairs trained (an untrained one is nearly "
              "constant and the alignment collapses). Declare [public_data] or drop the pretrain phase", 0)
+    if study.get("dp_mode", "local") not in ("local", "distributed"):
+        fail("study.dp_mode", "local or distributed", study.get("dp_mode"))
+    if study.get("dp_mode") == "distributed":
+        if not (study.get("dp", True) and secagg.enabled):
+            fail("study.dp_mode", "distributed DP only with dp = true and [secagg] enabled: the sum of the sites' "
+                 "noise shares protects a patient only while SecAgg+ hides each single share", "distributed")
+        if study.get("noise_multiplier", 1.0) <= 0 or study.get("dp_batch", 64) < 1:
+            fail("study.noise_multiplier", "σ > 0 and dp_batch >= 1", (study.get("noise_multiplier"), study.get("dp_batch")))
     values = {k: v for k, v in study.items() if k != "sites"}
     return StudyConfig(path=path, sites=sites, phases=tuple(phases), secagg=secagg, public_data=public, **values)
 

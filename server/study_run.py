@@ -32,7 +32,7 @@ from protocol.participants import PUBLIC_STEP, Participants
 from protocol.round_record import RoundRecord
 from protocol.simulated_site import simulated_site_configs
 from rundb.writer import RunDatabase
-from server.public_data import public_sites, train_on_public_data
+from server.public_data import PublicBankSource, public_sites, train_on_public_data
 from server.overlap_check import ask_sites, lab_fingerprints, refuse_panel_overlap
 from server.reference_panel import LabPanel, generations
 from server.secure_aggregation import fit_workflow
@@ -166,8 +166,11 @@ class StudyRun:
         return done, dict(np.load(strategy_path(last))) if strategy_path(last).is_file() else {}
 
     def run_plan(self, grid, context, plan: PhasePlan, start: int, rounds: int, moments: dict | None) -> None:
+        bank = None
+        if plan.name == "pretrain" and self.study.dp:
+            bank = PublicBankSource(self.study.preset, self.public_sites)
         strategy = make_strategy(plan, self.study, self.roster, numpy_state(self.model), round_offset=start,
-                                 strategy_state=moments)
+                                 strategy_state=moments, public_bank=bank)
         legacy = LegacyContext(context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
         self.workflow(strategy)(grid, legacy)
         load_numpy_state(self.model, strategy.global_state)

@@ -8,6 +8,8 @@ training loop takes their mean.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +21,18 @@ from shared_models.generator import CmrGenerator
 from shared_models.targets import DISEASE_REFERENCE_PREVALENCE, DISEASES
 
 
+@dataclass(frozen=True)
+class PublicBank:
+    """Unit embeddings (M, embed_dim) of the lab's public pairs under the round's global model: the negatives of
+    `CardiacNets.public_bank_loss`."""
+
+    ecg: torch.Tensor
+    cmr: torch.Tensor
+
+    def to(self, device: torch.device) -> "PublicBank":
+        return PublicBank(self.ecg.to(device), self.cmr.to(device))
+
+
 def info_nce(ecg_embedding: torch.Tensor, cmr_embedding: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric CLIP loss: the i-th ECG and the i-th CMR are the positive pair, the rest negatives."""
     ecg = F.normalize(ecg_embedding, dim=-1)
@@ -26,6 +40,35 @@ def info_nce(ecg_embedding: torch.Tensor, cmr_embedding: torch.Tensor, temperatu
     logits = ecg @ cmr.T / temperature  # (B, B)
     target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class Projection(nn.Module):
+    """Linear map into the shared ECG-CMR space, each dimension then standardised. Pooled features of quasi-periodic
+    ECGs and of localised cine clips share a large common part (pairwise cosine 0.97-0.99 at init), so raw
+    embeddings all point one way, InfoNCE's gradient is nearly nil and training collapsed them to one point.
+    Standardising removes the common part (BatchNorm's role in contrastive heads), but batch statistics couple the
+    samples of a batch: they are used only where `learn_statistics` is set (InfoNCE on the lab's public pairs, no DP),
+    which also updates the running statistics; everywhere else (evaluation, DP-SGD at a site) the running statistics
+    are a constant, so each sample's embedding depends on that sample alone."""
+
+    def __init__(self, dim_in: int, dim_out: int, momentum: float = 0.05):
+        super().__init__()
+        self.linear = nn.Linear(dim_in, dim_out)
+        self.register_buffer("running_mean", torch.zeros(dim_out))
+        self.register_buffer("running_var", torch.ones(dim_out))
+        self.momentum = momentum
+        self.learn_statistics = False
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        y = self.linear(features)
+        if self.learn_statistics and self.training and len(y) > 1:
+            mean, var = y.mean(0), y.var(0, unbiased=False)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach().float(), self.momentum)
+                self.running_var.lerp_(var.detach().float(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (y - mean) / torch.sqrt(var + 1e-5)
 
 
 class CardiacNets(nn.Module):
@@ -36,14 +79,18 @@ class CardiacNets(nn.Module):
         self.ecg_decoder = build_ecg_decoder(config.ecg)
         self.cmr_encoder = CmrEncoder(config.cmr)
         self.cmr_decoder = build_cmr_decoder(config.cmr)
-        self.ecg_projection = nn.Linear(config.ecg.dim, config.align.embed_dim)
-        self.cmr_projection = nn.Linear(config.cmr.dim, config.align.embed_dim)
+        self.ecg_projection = Projection(config.ecg.dim, config.align.embed_dim)
+        self.cmr_projection = Projection(config.cmr.dim, config.align.embed_dim)
         self.generator = CmrGenerator(config.generator, config.cmr, config.ecg.dim)
         hidden = config.heads.hidden
         self.indicator_head = _head(config.ecg.dim, hidden, config.heads.n_indicators)
         self.disease_head = _head(config.ecg.dim, hidden, config.heads.n_diseases)
         self.apply(_init_embeddings)
         _init_heads(self.indicator_head, self.disease_head)
+
+    def learn_embedding_statistics(self, enabled: bool) -> None:
+        """Batch statistics in the projections (InfoNCE without DP only); see `Projection`."""
+        self.ecg_projection.learn_statistics = self.cmr_projection.learn_statistics = enabled
 
     # representations -------------------------------------------------------------------------------
     def ecg_tokens(self, batch: dict) -> torch.Tensor:
@@ -70,22 +117,27 @@ class CardiacNets(nn.Module):
 
     def contrastive_loss(self, batch: dict) -> torch.Tensor:
         """InfoNCE over the paired samples of the batch (ECG-only samples take no part). It couples the
-        samples of a batch, so it is for training without DP; see `distillation_loss`."""
+        samples of a batch, so it is for training without DP; see `public_bank_loss`."""
         paired = batch["has_cmr"]
         if int(paired.sum()) < 2:
             return batch["ecg"].new_zeros(())
         subset = {k: v[paired] for k, v in batch.items() if torch.is_tensor(v)}
         return info_nce(self.ecg_embedding(subset), self.cmr_embedding(subset["cmr"]), self.config.align.temperature)
 
-    def distillation_loss(self, batch: dict) -> torch.Tensor:
-        """Per-sample (B,) alignment for DP-SGD: 1 - cosine between a sample's ECG embedding and its own
-        CMR embedding from the frozen CMR side (trained by InfoNCE on non-private pairs; a CMR side trained
-        here could shrink to a constant that every ECG matches, and did). Each term depends on one sample
-        only, so per-sample clipping bounds its influence. 0 without CMR."""
-        with torch.no_grad():  # a target only; no_grad also keeps Opacus from recording this second CMR pass
-            target = self.cmr_embedding(batch["cmr"])
-        cosine = F.cosine_similarity(self.ecg_embedding(batch), target, dim=-1)
-        return (1 - cosine) * batch["has_cmr"].float()
+    def public_bank_loss(self, batch: dict, bank: "PublicBank") -> torch.Tensor:
+        """Per-sample (B,) InfoNCE of each private pair against a bank of the lab's public pairs, both ways:
+        the sample's ECG must pick its own CMR among the public CMRs, and its CMR its own ECG among the public
+        ECGs. No term involves another private sample, so per-sample clipping bounds each pair's influence
+        (batch InfoNCE cannot be used under DP-SGD), and both towers learn from the site's pairs. The bank is
+        public (embeddings of the lab's own pairs, sent with the round), so DP holds. 0 without CMR."""
+        temperature = self.config.align.temperature
+        ecg = F.normalize(self.ecg_embedding(batch), dim=-1)
+        cmr = F.normalize(self.cmr_embedding(batch["cmr"]), dim=-1)
+        positive = (ecg * cmr).sum(-1, keepdim=True) / temperature  # (B, 1)
+        ecg_to_cmr = torch.cat([positive, ecg @ bank.cmr.T / temperature], dim=1)  # own CMR is class 0
+        cmr_to_ecg = torch.cat([positive, cmr @ bank.ecg.T / temperature], dim=1)
+        loss = (torch.logsumexp(ecg_to_cmr, 1) + torch.logsumexp(cmr_to_ecg, 1)) / 2 - positive.squeeze(1)
+        return loss * batch["has_cmr"].float()
 
     def masked_cmr_loss(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-sample (B,) masked CMR modelling loss; 0 for samples without CMR."""
@@ -100,6 +152,23 @@ class CardiacNets(nn.Module):
         """(standardised indicator predictions (B, 9), disease logits (B, 5))."""
         features = self.ecg_features(batch)
         return self.indicator_head(features), self.disease_head(features)
+
+    @torch.no_grad()
+    def public_bank(self, loader) -> PublicBank:
+        """The bank of `public_bank_loss` from the paired samples of `loader` (the lab's public data)."""
+        was_training = self.training
+        self.eval()
+        ecg, cmr = [], []
+        for batch in loader:
+            paired = batch["has_cmr"]
+            if paired.any():
+                subset = {k: v[paired] for k, v in batch.items() if torch.is_tensor(v)}
+                ecg.append(F.normalize(self.ecg_embedding(subset), dim=-1))
+                cmr.append(F.normalize(self.cmr_embedding(subset["cmr"]), dim=-1))
+        self.train(was_training)
+        if not ecg:
+            raise ValueError("public data: no ECG-CMR pairs for the alignment bank")
+        return PublicBank(torch.cat(ecg), torch.cat(cmr))
 
     @torch.no_grad()
     def generate(self, batch: dict, *, steps: int | None = None, guidance: float | None = None,

@@ -6,10 +6,10 @@ FedProx through `proximal_mu` plus the global weights of the round.
 Phases and what they train:
 - pretrain:  masked ECG modelling + ECG-CMR alignment. `alignment="infonce"` (no DP: the lab's public data,
              centralized runs) trains both sides: ECG encoder/decoder, projections, and the CMR encoder by
-             masked CMR modelling plus the contrastive loss. `alignment="distill"` (DP at a site) trains the
-             ECG side only, towards the frozen CMR embedding of each pair: a fixed target the ECG cannot
-             collapse, which InfoNCE on non-private pairs must have trained first. Sites without CMR train
-             the ECG encoder/decoder only.
+             masked CMR modelling plus the contrastive loss. `alignment="public-bank"` (DP at a site) trains
+             both sides too, with each private pair's InfoNCE taken against a bank of the lab's public pairs
+             (per-sample, so DP-SGD bounds it; `CardiacNets.public_bank_loss`). Sites without CMR train the
+             ECG encoder/decoder only.
 - generator: the ECG-conditioned CMR diffusion model; the ECG encoder is its frozen condition.
 - finetune:  the indicator and disease heads, plus the ECG encoder unless `finetune_mode="linear"`.
 """
@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared_models.cardiacnets import CardiacNets
+from shared_models.cardiacnets import CardiacNets, PublicBank
 from shared_models.targets import DISEASE_REFERENCE_PREVALENCE, DISEASES, INDICATOR_REFERENCE, INDICATORS
 
 PHASES = ("pretrain", "generator", "finetune")
 # Top-level model parts that learn only from ECG-CMR pairs: a site weights their update by its pairs, not its ECGs.
 PAIRED_PARTS = frozenset({"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"})
-ALIGNMENTS = ("infonce", "distill")
+ALIGNMENTS = ("infonce", "public-bank")
 
 
 @dataclass
@@ -42,10 +42,12 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     finetune_mode: str = "full"  # full: encoder + heads; linear: heads only (linear probe)
-    alignment: str = "infonce"  # infonce: CLIP loss (couples a batch, so not under DP); distill: per-sample
+    alignment: str = "infonce"  # infonce: CLIP loss (couples a batch, so not under DP); public-bank: per-sample
     alignment_weight: float = 1.0
     proximal_mu: float = 0.0  # FedProx: pull towards the round's global weights (0: off)
     max_steps: int = 0  # stop after this many optimizer steps (0: run the epochs)
+    # adamw; sgd: a linear step, for distributed DP, where the sites' noisy steps must add up (client/distributed_dp.py)
+    optimizer: str = "adamw"
     seed: int = 0
     device: str = "auto"
 
@@ -54,6 +56,8 @@ class TrainOptions:
             raise ValueError(f"phase {self.phase!r}: expected one of {', '.join(PHASES)}")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment {self.alignment!r}: expected one of {', '.join(ALIGNMENTS)}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer {self.optimizer!r}: expected adamw or sgd")
         if self.finetune_mode not in ("full", "linear"):
             raise ValueError(f"finetune_mode {self.finetune_mode!r}: expected full or linear")
 
@@ -77,9 +81,7 @@ def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
     if options.phase == "pretrain":
         parts = {"ecg_encoder", "ecg_decoder"}
         if has_cmr:
-            parts |= {"ecg_projection"}
-            if options.alignment == "infonce":
-                parts |= {"cmr_encoder", "cmr_decoder", "cmr_projection"}
+            parts |= {"ecg_projection", "cmr_encoder", "cmr_decoder", "cmr_projection"}
         return parts
     if options.phase == "generator":
         return {"generator"} if has_cmr else set()
@@ -136,9 +138,10 @@ class PhaseObjective(nn.Module):
     """One phase's trainable computation behind forward(batch) -> scalar loss, a mean of per-sample terms:
     the module a DP wrapper (Opacus' GradSampleModule) wraps."""
 
-    def __init__(self, model: CardiacNets, options: TrainOptions, pos_weight: torch.Tensor | None = None):
+    def __init__(self, model: CardiacNets, options: TrainOptions, pos_weight: torch.Tensor | None = None,
+                 public_bank: PublicBank | None = None):
         super().__init__()
-        self.model, self.options = model, options
+        self.model, self.options, self.public_bank = model, options, public_bank
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -147,10 +150,10 @@ class PhaseObjective(nn.Module):
             return _mean(model.generator_loss(batch))
         if options.phase == "finetune":
             return _mean(finetune_losses(model, batch, self.pos_weight))
-        loss = _mean(model.masked_ecg_loss(batch))
+        loss = _mean(model.masked_ecg_loss(batch)) + _mean(model.masked_cmr_loss(batch))
         if options.alignment == "infonce":
-            return loss + _mean(model.masked_cmr_loss(batch)) + options.alignment_weight * model.contrastive_loss(batch)
-        return loss + options.alignment_weight * _mean(model.distillation_loss(batch))
+            return loss + options.alignment_weight * model.contrastive_loss(batch)
+        return loss + options.alignment_weight * _mean(model.public_bank_loss(batch, self.public_bank))
 
 
 def _mean(per_sample: torch.Tensor) -> torch.Tensor:
@@ -177,23 +180,31 @@ def train_phase(
     *,
     has_cmr: bool = True,
     pos_weight: torch.Tensor | None = None,
+    public_bank: PublicBank | None = None,
     privatize: Privatize | None = None,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> TrainResult:
     """Train one phase for `options.epochs` over `loader` (batches of SiteDataset dicts); the model is
-    updated in place. `privatize` wraps (objective, optimizer, loader) for DP-SGD."""
+    updated in place. `privatize` wraps (objective, optimizer, loader) for DP-SGD; `public_bank`: the negatives of
+    alignment='public-bank'."""
     if privatize is not None and options.phase == "pretrain" and options.alignment == "infonce":
         raise ValueError("InfoNCE couples the samples of a batch, so per-sample clipping does not bound one "
-                         "sample's influence: use alignment='distill' with DP")
+                         "sample's influence: use alignment='public-bank' with DP")
+    if options.phase == "pretrain" and options.alignment == "public-bank" and public_bank is None:
+        raise ValueError("alignment='public-bank' needs the bank of public pair embeddings sent with the round")
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
     model.to(device).train()
+    model.learn_embedding_statistics(privatize is None and options.phase == "pretrain" and options.alignment == "infonce")
     parameters = set_trainable(model, trainable_parts(options, has_cmr=has_cmr))
     if not parameters:
         return TrainResult(steps=0, examples=0, mean_loss=float("nan"), seconds=0.0)
     global_weights = [p.detach().clone() for p in parameters] if options.proximal_mu > 0 else None
-    objective: nn.Module = PhaseObjective(model, options, None if pos_weight is None else pos_weight.to(device))
-    optimizer: torch.optim.Optimizer = torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay)
+    objective: nn.Module = PhaseObjective(model, options, None if pos_weight is None else pos_weight.to(device),
+                                          None if public_bank is None else public_bank.to(device))
+    optimizer: torch.optim.Optimizer = (
+        torch.optim.AdamW(parameters, lr=options.lr, weight_decay=options.weight_decay) if options.optimizer == "adamw"
+        else torch.optim.SGD(parameters, lr=options.lr))
     if privatize is not None:
         objective, optimizer, loader = privatize(objective, optimizer, loader)
 
@@ -220,6 +231,7 @@ def train_phase(
         else:
             if _length(loader) == 0:  # an empty loader would otherwise loop forever
                 break
+    model.learn_embedding_statistics(False)
     epochs_run = max(1, math.ceil(steps / max(_length(loader), 1)))
     return TrainResult(steps=steps, examples=examples // epochs_run, mean_loss=loss_sum / max(steps, 1),
                        seconds=time.perf_counter() - start)

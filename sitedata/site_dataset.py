@@ -1,6 +1,9 @@
 """A torch Dataset over a prepared site's cache: what the training loop reads every round.
 
-One item per ECG window. Missing values never become silent zeros: every optional field comes with a mask
+One item per ECG window, or with `per_subject=True` one item per person, each read taking one of that person's
+windows at random: the privacy unit of DP-SGD is then the patient (Poisson sampling picks people, and per-sample
+clipping bounds everything one person's windows contribute to a step), so the ledger's ε is per patient.
+Missing values never become silent zeros: every optional field comes with a mask
 (`has_cmr`, `indicator_mask`, `disease_mask`, `lead_mask`, `demographics_mask`), and the placeholder under a
 False mask is 0 so batches stack.
 """
@@ -15,10 +18,14 @@ from sitedata.site_data import PreparedSite, SubjectEntry
 
 
 class SiteDataset(Dataset):
-    def __init__(self, site: PreparedSite, split: str | None = None):
+    def __init__(self, site: PreparedSite, split: str | None = None, *, per_subject: bool = False, seed: int = 0):
         self.site = site
         self.subjects = [s for s in site.subjects if split is None or s.split == split]
-        self.items = [(i, w) for i, s in enumerate(self.subjects) for w in range(s.n_windows)]
+        if per_subject:
+            self.items = [(i, None) for i, s in enumerate(self.subjects) if s.n_windows]
+        else:
+            self.items = [(i, w) for i, s in enumerate(self.subjects) for w in range(s.n_windows)]
+        self.window_rng = np.random.default_rng(seed)
         cmr = next((site.cmr(s) for s in self.subjects if s.cmr_key), None)
         self.cmr_shape = tuple(cmr.shape) if cmr is not None else (site.config.cmr.frames, site.config.cmr.image_size, site.config.cmr.image_size)
 
@@ -31,6 +38,8 @@ class SiteDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         subject_index, window = self.items[index]
         subject = self.subjects[subject_index]
+        if window is None:
+            window = int(self.window_rng.integers(subject.n_windows))
         cmr = self.site.cmr(subject)
         demographics = np.array([subject.age, subject.sex], dtype=np.float32)
         return {

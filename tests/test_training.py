@@ -95,16 +95,15 @@ def test_every_phase_trains_under_dp_sgd(loader, phase):
     model = build_model("tiny")
     before = _snapshot(model)
     privatizer = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0)
-    options = TrainOptions(phase=phase, alignment="distill", epochs=1)
-    result = train_phase(model, loader, options, privatize=privatizer)
+    options = TrainOptions(phase=phase, alignment="public-bank", epochs=1)
+    bank = model.public_bank(DataLoader(loader.dataset, batch_size=16))
+    result = train_phase(model, loader, options, public_bank=bank, privatize=privatizer)
     privatizer.close()
     assert result.steps >= 1
     changed = _changed_parts(model, before)
-    expected = {"pretrain": {"ecg_encoder", "ecg_projection"}, "generator": {"generator"},
-                "finetune": {"disease_head"}}[phase]
+    expected = {"pretrain": {"ecg_encoder", "ecg_projection", "cmr_encoder", "cmr_projection"},  # both towers
+                "generator": {"generator"}, "finetune": {"disease_head"}}[phase]
     assert expected <= changed
-    if phase == "pretrain":  # the CMR side is the fixed alignment target under DP
-        assert not changed & {"cmr_encoder", "cmr_projection", "cmr_decoder"}
     (sigma, sample_rate, steps), = privatizer.history
     assert sigma == 1.0 and steps == result.steps and 0 < sample_rate < 1
     assert epsilon_of(privatizer.history, 1e-5) > 0
@@ -113,7 +112,7 @@ def test_every_phase_trains_under_dp_sgd(loader, phase):
 
 
 def test_dp_refuses_infonce_which_couples_a_batch(loader):
-    with pytest.raises(ValueError, match="distill"):
+    with pytest.raises(ValueError, match="public-bank"):
         train_phase(build_model("tiny"), loader, TrainOptions(phase="pretrain"),
                     privatize=OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0))
 
@@ -162,14 +161,16 @@ def test_evaluation_keeps_label_and_score_conventions_across_sites(cohort_sites)
 
 
 @pytest.mark.parametrize("phase", ["pretrain", "generator", "finetune"])
-@pytest.mark.parametrize("alignment", ["infonce", "distill"])
+@pytest.mark.parametrize("alignment", ["infonce", "public-bank"])
 def test_an_empty_poisson_batch_gives_a_finite_loss(loader, phase, alignment):
     """DP's Poisson sampling sometimes draws no sample at all; the step must still run (and add its noise)."""
     from shared_models.training import PhaseObjective
 
     batch = next(iter(loader))
     empty = {k: v[:0] for k, v in batch.items()}
-    loss = PhaseObjective(build_model("tiny"), TrainOptions(phase=phase, alignment=alignment))(empty)
+    model = build_model("tiny")
+    bank = model.public_bank([batch])
+    loss = PhaseObjective(model, TrainOptions(phase=phase, alignment=alignment), public_bank=bank)(empty)
     assert torch.isfinite(loss) and float(loss) == 0.0
 
 
@@ -181,3 +182,42 @@ def test_an_untrained_model_scores_every_record_alike_so_no_auroc_starts_below_c
     result = evaluate(build_model("tiny"), DataLoader(dataset, batch_size=16), "finetune")
     defined = [v for k, v in result.items() if k.startswith("auroc/") and not k.endswith(("_low", "_high")) and not math.isnan(v)]
     assert defined and all(v == 0.5 for v in defined)
+
+
+def test_a_private_pairs_alignment_gradient_depends_on_that_pair_and_the_public_bank_only(loader):
+    """Under DP each pair's loss may involve only itself and public data, or per-sample clipping bounds nothing:
+    replacing another private pair (ECG and CMR) must leave one pair's gradient exactly as it was, and the public
+    bank must matter. Batch InfoNCE fails the first check (shown here too)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()  # eval(): the projections use their fixed statistics, as under DP
+    data = next(iter(DataLoader(loader.dataset, batch_size=12, shuffle=True, generator=torch.Generator().manual_seed(5))))
+    paired = data["has_cmr"].nonzero().flatten()
+    assert len(paired) >= 4
+    batch = {k: v[paired[:3]] for k, v in data.items()}
+    changed = {k: v.clone() for k, v in batch.items()}
+    for key in ("ecg", "cmr", "lead_mask"):
+        changed[key][2] = data[key][paired[3]]
+    bank = model.public_bank([{k: v[3:] for k, v in data.items()}])
+    parameters = [p for p in model.parameters()]
+
+    def first_pair_gradient(b, loss_of):
+        terms = loss_of(b)
+        grads = torch.autograd.grad(terms[0], parameters, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, parameters)])
+
+    def batch_infonce_rows(b):  # the i-th ECG's cross-entropy row of batch InfoNCE
+        ecg = F.normalize(model.ecg_embedding(b), dim=-1)
+        cmr = F.normalize(model.cmr_embedding(b["cmr"]), dim=-1)
+        logits = ecg @ cmr.T / model.config.align.temperature
+        return F.cross_entropy(logits, torch.arange(len(logits)), reduction="none")
+
+    with_bank = lambda b, public=bank: model.public_bank_loss(b, public)  # noqa: E731
+    first = first_pair_gradient(batch, with_bank)
+    assert first.abs().sum() > 0
+    assert torch.allclose(first, first_pair_gradient(changed, with_bank), atol=1e-7)
+    moved = type(bank)(bank.ecg.roll(1, 0), F.normalize(torch.randn_like(bank.cmr), dim=-1))
+    assert not torch.allclose(first, first_pair_gradient(batch, lambda b: with_bank(b, moved)), atol=1e-6)
+    assert not torch.allclose(first_pair_gradient(batch, batch_infonce_rows),
+                              first_pair_gradient(changed, batch_infonce_rows), atol=1e-6)
