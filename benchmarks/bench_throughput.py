@@ -42,15 +42,16 @@ def measure(preset: str, phase: str, dp: bool, batch_size: int, steps: int) -> f
     model = build_model(preset)
     loader = batches(model, batch_size, steps + 2)
     # without DP pretraining is the lab's InfoNCE + masked CMR modelling; with DP, a site's per-sample alignment
-    options = TrainOptions(phase=phase, alignment="distill" if dp else "infonce", finetune_mode="full", max_steps=2)
+    options = TrainOptions(phase=phase, alignment="public-bank" if dp else "infonce", finetune_mode="full", max_steps=2)
     privatize = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False) if dp else None
-    train_phase(model, loader, options, privatize=privatize)  # warm-up: allocations, Opacus hooks
+    bank = model.public_bank(loader) if dp and phase == "pretrain" else None  # negatives: any pairs will do here
+    train_phase(model, loader, options, public_bank=bank, privatize=privatize)  # warm-up: allocations, Opacus hooks
     if privatize:
         privatize.close()
         privatize = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
     options.max_steps = steps
     start = time.perf_counter()
-    train_phase(model, loader, options, privatize=privatize)
+    train_phase(model, loader, options, public_bank=bank, privatize=privatize)
     seconds = time.perf_counter() - start
     if privatize:
         privatize.close()

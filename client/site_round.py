@@ -32,7 +32,7 @@ from shared_models.model_arrays import load_numpy_state, numpy_state, unpack_sta
 from protocol.round_contract import RoundConfig, parse_plan_text
 from protocol.site_metrics import MetricKey as K
 from protocol.site_metrics import local_key, plain
-from shared_models.training import PAIRED_PARTS, TrainOptions, TrainResult, reference_pos_weight, train_phase, trainable_parts
+from shared_models.training import PAIRED_PARTS, TrainOptions, TrainResult, reference_pos_weight, set_trainable, top_level_parts, train_phase, trainable_parts
 from protocol.codec import encode_update, update_problem
 
 
@@ -135,7 +135,8 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
     if distributed:  # one linear noisy step (client/distributed_dp.py); every site sends every part of the phase
         options = dataclasses.replace(options, max_steps=1, optimizer="sgd", proximal_mu=0.0)
         has_cmr = True  # a site without pairs still adds its noise share to the CMR-side parts
-    parts = trainable_parts(options, has_cmr=has_cmr) if len(data) or distributed else set()
+    trainable = trainable_parts(options, has_cmr=has_cmr, model=model) if len(data) or distributed else set()
+    parts = top_level_parts(trainable)
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
         return encode_update(global_state, {}, rc.max_site_examples)
@@ -152,7 +153,7 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
 
     # Without DP only where the site's policy allows it (policy_refusal above).
     if distributed:
-        result = _train_distributed_share(config, rc, len(data), metrics, train, model, parts)
+        result = _train_distributed_share(config, rc, len(data), metrics, train, model, trainable)
     else:
         result = _train_under_dp(config, site, rc, len(data), metrics, train) if rc.dp else train()
     metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
@@ -180,7 +181,7 @@ def _public_bank(rc: RoundConfig) -> PublicBank:
 
 
 def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, metrics: dict, train, model: CardiacNets,
-                             parts: set[str]) -> TrainResult:
+                             trainable: set[str]) -> TrainResult:
     """This site's share of one distributed-DP step (client/distributed_dp.py), within its lifetime budget: the
     ledger accounts the step at the study's σ, the noise the SecAgg+ sum carries."""
     from client.distributed_dp import add_noise_share_only, noise_share
@@ -202,8 +203,7 @@ def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, 
                 raise Declined(reason)
             if not samples:  # no patients here for this phase: the share of noise only, nothing spent
                 model.to("cpu")
-                trained = [p for name, p in model.named_parameters() if name.split(".", 1)[0] in parts]
-                add_noise_share_only(trained, share=share, max_grad_norm=clip, lr=rc.lr, batch=rc.dp_batch)
+                add_noise_share_only(set_trainable(model, trainable), share=share, max_grad_norm=clip, lr=rc.lr, batch=rc.dp_batch)
                 metrics[K.EPSILON] = ledger.epsilon
                 return TrainResult(steps=1, examples=0, mean_loss=float("nan"), seconds=0.0)
             from client.privacy import OpacusPrivatizer

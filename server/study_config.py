@@ -12,7 +12,7 @@ from typing import Any
 from sitedata.site_config import read_toml
 from shared_models.config import PRESETS
 from protocol.round_contract import plan_text as format_plan
-from shared_models.training import PHASES
+from shared_models.training import FINETUNE_MODES, PHASES
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
 
@@ -113,6 +113,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         plan = PhasePlan(**table)
         if plan.name not in PHASES:
             fail(f"phase[{i}].name", f"one of {', '.join(PHASES)}", plan.name)
+        if plan.finetune_mode not in FINETUNE_MODES:
+            fail(f"phase[{i}].finetune_mode", f"one of {', '.join(FINETUNE_MODES)}", plan.finetune_mode)
         if plan.strategy not in STRATEGIES:
             fail(f"phase[{i}].strategy", f"one of {', '.join(STRATEGIES)}", plan.strategy)
         if plan.rounds < 1 or plan.local_epochs < 1 or plan.min_sites < 1:

@@ -11,7 +11,9 @@ Phases and what they train:
              (per-sample, so DP-SGD bounds it; `CardiacNets.public_bank_loss`). Sites without CMR train the
              ECG encoder/decoder only.
 - generator: the ECG-conditioned CMR diffusion model; the ECG encoder is its frozen condition.
-- finetune:  the indicator and disease heads, plus the ECG encoder unless `finetune_mode="linear"`.
+- finetune:  the indicator and disease heads, plus the whole ECG encoder (`finetune_mode="full"`), its last
+             transformer block and final norm only ("last-block": parameter-efficient DP, where fewer noisy
+             coordinates give each one more signal), or none of it ("linear").
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PHASES = ("pretrain", "generator", "finetune")
 # Top-level model parts that learn only from ECG-CMR pairs: a site weights their update by its pairs, not its ECGs.
 PAIRED_PARTS = frozenset({"cmr_encoder", "cmr_decoder", "cmr_projection", "ecg_projection", "generator"})
 ALIGNMENTS = ("infonce", "public-bank")
+FINETUNE_MODES = ("full", "last-block", "linear")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class TrainOptions:
     epochs: int = 1
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    finetune_mode: str = "full"  # full: encoder + heads; linear: heads only (linear probe)
+    finetune_mode: str = "full"  # full: encoder + heads; last-block: its last block + heads; linear: heads only
     alignment: str = "infonce"  # infonce: CLIP loss (couples a batch, so not under DP); public-bank: per-sample
     alignment_weight: float = 1.0
     proximal_mu: float = 0.0  # FedProx: pull towards the round's global weights (0: off)
@@ -58,8 +61,8 @@ class TrainOptions:
             raise ValueError(f"alignment {self.alignment!r}: expected one of {', '.join(ALIGNMENTS)}")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer {self.optimizer!r}: expected adamw or sgd")
-        if self.finetune_mode not in ("full", "linear"):
-            raise ValueError(f"finetune_mode {self.finetune_mode!r}: expected full or linear")
+        if self.finetune_mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune_mode {self.finetune_mode!r}: expected one of {', '.join(FINETUNE_MODES)}")
 
 
 @dataclass
@@ -76,8 +79,10 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
-    """Names of the model's top-level parts one phase trains on a site (with or without CMR)."""
+def trainable_parts(options: TrainOptions, *, has_cmr: bool, model: CardiacNets | None = None) -> set[str]:
+    """What one phase trains on a site (with or without CMR): top-level parts ("ecg_encoder"), or for
+    `finetune_mode="last-block"` a part's sub-modules by name prefix ("ecg_encoder.transformer.blocks.2");
+    `model` gives the depth (the preset's)."""
     if options.phase == "pretrain":
         parts = {"ecg_encoder", "ecg_decoder"}
         if has_cmr:
@@ -86,12 +91,20 @@ def trainable_parts(options: TrainOptions, *, has_cmr: bool) -> set[str]:
     if options.phase == "generator":
         return {"generator"} if has_cmr else set()
     heads = {"indicator_head", "disease_head"}
+    if options.finetune_mode == "last-block":
+        depth = len(model.ecg_encoder.transformer.blocks) if model is not None else 1
+        return heads | {f"ecg_encoder.transformer.blocks.{depth - 1}", "ecg_encoder.transformer.norm"}
     return heads if options.finetune_mode == "linear" else heads | {"ecg_encoder"}
+
+
+def top_level_parts(parts: set[str]) -> set[str]:
+    """The model parts (codec weights) that `trainable_parts`' names belong to."""
+    return {name.split(".", 1)[0] for name in parts}
 
 
 def set_trainable(model: nn.Module, parts: set[str]) -> list[nn.Parameter]:
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = name.split(".", 1)[0] in parts
+        parameter.requires_grad = any(name == part or name.startswith(part + ".") for part in parts)
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -196,7 +209,7 @@ def train_phase(
     torch.manual_seed(options.seed)
     model.to(device).train()
     model.learn_embedding_statistics(privatize is None and options.phase == "pretrain" and options.alignment == "infonce")
-    parameters = set_trainable(model, trainable_parts(options, has_cmr=has_cmr))
+    parameters = set_trainable(model, trainable_parts(options, has_cmr=has_cmr, model=model))
     if not parameters:
         return TrainResult(steps=0, examples=0, mean_loss=float("nan"), seconds=0.0)
     global_weights = [p.detach().clone() for p in parameters] if options.proximal_mu > 0 else None

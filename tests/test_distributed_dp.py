@@ -120,3 +120,30 @@ def test_the_server_refuses_a_sum_with_fewer_noise_shares_than_the_threshold(tin
     assert "needs 2" in strategy.record.participants.outcome
     two_shares = one_share[:1] + [SiteReport("c", "fit", 0, {"examples": 0, "noise_shares": 2, "declined": 0})]
     assert strategy._enough_noise_shares(two_shares)  # a site with no patients still adds its share
+
+
+def test_the_privacy_unit_is_the_patient_when_a_patient_has_several_windows(tiny_cohort):
+    """With ecg.max_windows = 3 a person gives up to three ECG windows; DP-SGD samples people (one of their windows
+    each time), so the ledger's sample rate and ε are per patient."""
+    from client.site_round import _steps_per_epoch, phase_dataset
+    from sitedata.site_config import load_site_config
+    from sitedata.site_data import prepare_site
+    from sitedata.site_dataset import SiteDataset
+
+    path = tiny_cohort / "site_configs" / "hospital-a.toml"
+    # the synthetic records are 10 s long: 5-s windows give each person two (the model's geometry is not needed here)
+    path.write_text(path.read_text().replace("max_windows = 1", "max_windows = 3").replace("window_s = 10.0", "window_s = 5.0"))
+    config = load_site_config(path)
+    assert config.ecg.max_windows == 3
+    site = prepare_site(config)
+    windows = SiteDataset(site, "train")
+    people = phase_dataset(site, "pretrain")
+    train_people = [s for s in site.subjects if s.split == "train" and s.n_windows]
+    assert max(s.n_windows for s in train_people) > 1  # the case this test is about
+    assert len(people) == len(train_people) < len(windows)
+    rate, _ = _steps_per_epoch(len(people), config.training.batch_size)
+    assert rate == pytest.approx(1 / math.ceil(len(train_people) / config.training.batch_size))
+    # each read of a person draws one of their windows; over many reads all of them appear
+    several = next(i for i, (subject, _) in enumerate(people.dataset.items) if people.dataset.subjects[subject].n_windows > 1)
+    seen = {people.dataset[several]["ecg"].numpy().tobytes() for _ in range(40)}
+    assert len(seen) == people.dataset.subjects[people.dataset.items[several][0]].n_windows

@@ -221,3 +221,16 @@ def test_a_private_pairs_alignment_gradient_depends_on_that_pair_and_the_public_
     assert not torch.allclose(first, first_pair_gradient(batch, lambda b: with_bank(b, moved)), atol=1e-6)
     assert not torch.allclose(first_pair_gradient(batch, batch_infonce_rows),
                               first_pair_gradient(changed, batch_infonce_rows), atol=1e-6)
+
+
+def test_last_block_fine_tuning_trains_the_heads_and_the_encoders_last_block_only(loader):
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    before = _snapshot(model)
+    train_phase(model, loader, TrainOptions(phase="finetune", finetune_mode="last-block", max_steps=3))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    last = len(model.ecg_encoder.transformer.blocks) - 1
+    assert any(n.startswith(f"ecg_encoder.transformer.blocks.{last}.") for n in changed)
+    assert all(n.startswith(("indicator_head", "disease_head", f"ecg_encoder.transformer.blocks.{last}.",
+                             "ecg_encoder.transformer.norm")) for n in changed)
+    assert not any(n.startswith("ecg_encoder.patch_embed") for n in changed)
