@@ -53,6 +53,13 @@ class MetricKey(StrEnum):
     BASELINE_SSIM = "baseline_ssim"
     BASELINE_PSNR = "baseline_psnr"
     BASELINE_EF_PROXY_MAE = "baseline_ef_proxy_mae"
+    # per-patient fidelity, which the mean clip cannot have (0 for it): generated vs real EF proxy over subjects,
+    # and the blood-pool area curves with the mean curve taken off
+    EF_PROXY_CORRELATION = "ef_proxy_correlation"
+    AREA_CURVE_CORRELATION = "area_curve_correlation"
+    # realism: generated / real share of spatial high-frequency energy (1 = alike), and the tubelet grid's contrast
+    HIGH_FREQUENCY_RATIO = "high_frequency_ratio"
+    GRID_CONTRAST = "grid_contrast"
     MEAN_AUROC = "mean_auroc"
     MEAN_R2 = "mean_r2"
 

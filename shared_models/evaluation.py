@@ -64,7 +64,7 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
         result.update(_pretrain_metrics(collected, bootstrap, seed))
     elif phase == "generator":
         result[MetricKey.GENERATOR_LOSS] = result[MetricKey.LOSS]
-        result.update(_generator_metrics(collected, reference_clip, bootstrap, seed))
+        result.update(_generator_metrics(collected, reference_clip, bootstrap, seed, model.config.generator.tubelet_pixels))
     else:
         result.update(_finetune_metrics(collected, bootstrap, seed))
     return plain(result)
@@ -116,7 +116,21 @@ def _mean_pairwise_cosine(unit: np.ndarray) -> float:
     return float(((unit @ unit.T).sum() - n) / (n * (n - 1)))
 
 
-def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None, bootstrap: int, seed: int) -> dict[str, float]:
+def _fidelity_metrics(real: np.ndarray, generated: np.ndarray, bootstrap: int, seed: int) -> dict[str, float]:
+    """Per-patient fidelity: EF-proxy correlation (with its interval) and area-curve correlation."""
+    correlation, finite = metrics.ef_proxy_correlation(real, generated)
+    out = {MetricKey.EF_PROXY_CORRELATION: correlation,
+           MetricKey.AREA_CURVE_CORRELATION: metrics.area_curve_correlation(real, generated)}
+    if bootstrap and finite.sum() > 2:
+        real_ok, generated_ok = real[finite], generated[finite]
+        proxies = np.array([[metrics.blood_pool_ef(r), metrics.blood_pool_ef(g)] for r, g in zip(real_ok, generated_ok)])
+        out.update(zip(interval_keys(MetricKey.EF_PROXY_CORRELATION), metrics.bootstrap_interval(
+            lambda i: metrics.pearson_r(proxies[i, 0], proxies[i, 1]), len(proxies), n=bootstrap, seed=seed)))
+    return out
+
+
+def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None, bootstrap: int, seed: int,
+                       grid: int = 0) -> dict[str, float]:
     if not c.count("real"):
         return {}
     real, generated = c["real"], c["generated"]
@@ -126,6 +140,10 @@ def _generator_metrics(c: _Collected, reference_clip: np.ndarray | None, bootstr
         MetricKey.GENERATED_SAMPLES: float(len(real)),
     }
     _with_interval(out, MetricKey.SSIM, np.array([metrics.ssim(r, g) for r, g in zip(real, generated)]), bootstrap, seed)
+    out.update(_fidelity_metrics(real, generated, bootstrap, seed))
+    out[MetricKey.HIGH_FREQUENCY_RATIO] = (float(np.mean([metrics.high_frequency_share(g) for g in generated]))
+                                           / max(float(np.mean([metrics.high_frequency_share(r) for r in real])), 1e-12))
+    out[MetricKey.GRID_CONTRAST] = float(np.mean([metrics.grid_contrast(g, grid) for g in generated])) if grid else float("nan")
     if reference_clip is not None:
         baseline = np.broadcast_to(reference_clip, real.shape)
         _with_interval(out, MetricKey.BASELINE_SSIM, np.array([metrics.ssim(r, reference_clip) for r in real]),

@@ -116,12 +116,58 @@ def blood_pool_ef(clip: np.ndarray, threshold: float = 0.6, roi: float = 0.5) ->
     """An ejection-fraction proxy read off a short-axis cine (F, H, W) in [0, 1]: the bright blood-pool area
     in the central ROI at its largest (end-diastole) and smallest (end-systole) frame, (max - min) / max in
     percent. Area, not volume, so it is compared between generated and real clips, not with LVEF itself."""
+    areas = blood_pool_areas(clip, threshold, roi)
+    return float(100 * (areas.max() - areas.min()) / areas.max()) if areas.max() > 0 else float("nan")
+
+
+def blood_pool_areas(clip: np.ndarray, threshold: float = 0.6, roi: float = 0.5) -> np.ndarray:
+    """(F,) bright blood-pool area (pixels) in the central ROI of each frame: the area curve over the cycle."""
     clip = np.asarray(clip, float)
     F, H, W = clip.shape
     h0, w0 = int(H * (1 - roi) / 2), int(W * (1 - roi) / 2)
-    centre = clip[:, h0:H - h0, w0:W - w0]
-    areas = (centre > threshold).reshape(F, -1).sum(1).astype(float)
-    return float(100 * (areas.max() - areas.min()) / areas.max()) if areas.max() > 0 else float("nan")
+    return (clip[:, h0:H - h0, w0:W - w0] > threshold).reshape(F, -1).sum(1).astype(float)
+
+
+def high_frequency_share(clip: np.ndarray) -> float:
+    """Share of each frame's spatial spectral energy (mean removed) above half the Nyquist frequency, averaged
+    over frames: a blurred clip has less than a real one, a noisy or blocky one more."""
+    frames = np.asarray(clip, float)
+    frames = frames - frames.mean(axis=(-2, -1), keepdims=True)
+    power = np.abs(np.fft.fft2(frames)) ** 2
+    fy, fx = (np.abs(np.fft.fftfreq(n)) for n in frames.shape[-2:])
+    high = (fy[:, None] > 0.25) | (fx[None, :] > 0.25)
+    total = power.sum(axis=(-2, -1))
+    return float(np.mean(power[..., high].sum(-1) / np.maximum(total, 1e-12)))
+
+
+def grid_contrast(clip: np.ndarray, period: int) -> float:
+    """Mean absolute step between neighbouring pixels across the borders of a `period`-pixel grid over the
+    mean step elsewhere: about 1 for a real image, above 1 where a tubelet grid shows."""
+    frames = np.asarray(clip, float)
+    steps = [np.abs(np.diff(frames, axis=axis)) for axis in (-1, -2)]
+    border = (np.arange(frames.shape[-1] - 1) % period) == period - 1  # step from pixel k*period-1 to k*period
+    across = np.mean([steps[0][..., border].mean(), steps[1][..., border, :].mean()])
+    within = np.mean([steps[0][..., ~border].mean(), steps[1][..., ~border, :].mean()])
+    if within <= 1e-12:  # flat inside every tile: all the structure is the grid
+        return float("inf") if across > 1e-12 else float("nan")
+    return float(across / within)
+
+
+def ef_proxy_correlation(real: np.ndarray, generated: np.ndarray) -> tuple[float, np.ndarray]:
+    """(Pearson r over subjects between the generated and the real clip's EF proxy, the finite pairs' mask).
+    The mean clip gives every subject the same proxy: r is undefined there, and 0 is its honest value."""
+    pairs = np.array([[blood_pool_ef(r), blood_pool_ef(g)] for r, g in zip(real, generated)])
+    finite = np.isfinite(pairs).all(1)
+    return pearson_r(pairs[finite, 0], pairs[finite, 1]) if finite.sum() > 2 else float("nan"), finite
+
+
+def area_curve_correlation(real: np.ndarray, generated: np.ndarray) -> float:
+    """Pearson r, over every subject and frame, between the generated and the real blood-pool area curves
+    once the mean curve over the subjects is taken off each: how well the generated clip tracks this patient's
+    own cycle, not the average one (0 for the mean clip, whose curve is the same for everyone)."""
+    real_areas = np.array([blood_pool_areas(r) for r in real])
+    generated_areas = np.array([blood_pool_areas(g) for g in generated])
+    return pearson_r((real_areas - real_areas.mean(0)).ravel(), (generated_areas - generated_areas.mean(0)).ravel())
 
 
 def clip_scores(real: np.ndarray, clips: np.ndarray) -> tuple[float, float]:

@@ -74,3 +74,41 @@ def test_a_bootstrap_interval_narrows_with_more_subjects_and_holds_the_estimate(
     low_s, high_s = bootstrap_statistic(small.astype(float), n=300)
     low_l, high_l = bootstrap_statistic(large.astype(float), n=300)
     assert low_l <= large.mean() <= high_l and high_l - low_l < (high_s - low_s) / 2
+
+
+def _beating_clips(n: int, seed: int = 0) -> np.ndarray:
+    """n clips (16, 64, 64) of a bright disc whose radius beats with its own amplitude per subject."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:64, :64]
+    distance = np.hypot(y - 32, x - 32)
+    clips = []
+    for amplitude in rng.uniform(1, 6, n):
+        radii = 12 - amplitude * (1 - np.cos(np.linspace(0, 2 * np.pi, 16))) / 2
+        clips.append(np.stack([1 / (1 + np.exp(distance - r)) for r in radii]) * 0.9)
+    return np.array(clips)
+
+
+def test_per_patient_fidelity_is_one_for_the_real_clips_and_undefined_for_the_mean_clip():
+    real = _beating_clips(12)
+    correlation, finite = metrics.ef_proxy_correlation(real, real)
+    assert correlation == pytest.approx(1.0) and finite.all()
+    assert metrics.area_curve_correlation(real, real) == pytest.approx(1.0)
+    mean_clip = np.broadcast_to(real.mean(0), real.shape)
+    assert np.isnan(metrics.ef_proxy_correlation(real, mean_clip)[0])  # one proxy for everyone: no correlation
+    assert np.isnan(metrics.area_curve_correlation(real, mean_clip))
+    shuffled = real[np.roll(np.arange(12), 5)]
+    assert metrics.ef_proxy_correlation(real, shuffled)[0] < 0.9  # someone else's heart tracks worse
+
+
+def test_realism_scores_tell_blur_noise_and_a_tubelet_grid_from_a_real_clip():
+    from scipy import ndimage
+
+    real = _beating_clips(1)[0]
+    blurred = ndimage.gaussian_filter(real, (0, 2, 2))
+    noisy = np.clip(real + np.random.default_rng(0).normal(0, 0.1, real.shape), 0, 1)
+    share = metrics.high_frequency_share
+    assert share(blurred) < share(real) < share(noisy)
+    tiles = real.reshape(16, 8, 8, 8, 8).mean(axis=(2, 4), keepdims=True)  # one value per 8 x 8 tile
+    blocky = np.broadcast_to(tiles, (16, 8, 8, 8, 8)).reshape(16, 64, 64)
+    assert metrics.grid_contrast(real, 8) == pytest.approx(1.0, abs=0.3)
+    assert metrics.grid_contrast(blocky, 8) > 5
