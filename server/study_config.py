@@ -84,6 +84,9 @@ class StudyConfig:
     dp_mode: str = "local"
     noise_multiplier: float = 1.0  # distributed: σ of the summed step, which each site accounts at
     dp_batch: int = 64  # distributed: expected samples per site per step
+    # a checkpoint to start from instead of the preset's initial weights (relative to this file), e.g. a model
+    # the lab trained on its public data earlier
+    initial_checkpoint: str = ""
     generate_reference: int = 2  # reference-panel clips generated after each generator round (dashboard)
     phases: tuple[PhasePlan, ...] = field(default_factory=tuple)
     secagg: SecAggSettings = field(default_factory=SecAggSettings)
@@ -130,10 +133,13 @@ def load_study_config(path: str | Path) -> StudyConfig:
     _known(path, secagg_raw, "secagg", {f.name for f in fields(SecAggSettings)})
     secagg = SecAggSettings(**secagg_raw)
     public = _public_data(path, raw.get("public_data"))
-    if study.get("dp", True) and any(p.name == "pretrain" for p in phases) and not (public and public.pretrain_epochs):
-        fail("public_data.pretrain_epochs", "public pretraining before a DP pretrain phase: under DP a site aligns "
-             "its ECGs to the CMR embedding that InfoNCE on non-private pairs trained (an untrained one is nearly "
-             "constant and the alignment collapses). Declare [public_data] or drop the pretrain phase", 0)
+    if study.get("dp", True) and any(p.name == "pretrain" for p in phases) and not (
+            public and (public.pretrain_epochs or study.get("initial_checkpoint"))):
+        fail("public_data.pretrain_epochs", "public pretraining before a DP pretrain phase (or an initial_checkpoint "
+             "that had it): under DP a site contrasts its pairs with a bank of the lab's public pairs, which needs "
+             "[public_data] and embeddings that InfoNCE on those pairs trained. Declare it or drop the pretrain phase", 0)
+    if study.get("initial_checkpoint") and not (path.parent / study["initial_checkpoint"]).is_file():
+        fail("study.initial_checkpoint", "an existing checkpoint file", study["initial_checkpoint"])
     if study.get("dp_mode", "local") not in ("local", "distributed"):
         fail("study.dp_mode", "local or distributed", study.get("dp_mode"))
     if study.get("dp_mode") == "distributed":
@@ -143,6 +149,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         if study.get("noise_multiplier", 1.0) <= 0 or study.get("dp_batch", 64) < 1:
             fail("study.noise_multiplier", "σ > 0 and dp_batch >= 1", (study.get("noise_multiplier"), study.get("dp_batch")))
     values = {k: v for k, v in study.items() if k != "sites"}
+    if values.get("initial_checkpoint"):
+        values["initial_checkpoint"] = str((path.parent / values["initial_checkpoint"]).resolve())
     return StudyConfig(path=path, sites=sites, phases=tuple(phases), secagg=secagg, public_data=public, **values)
 
 

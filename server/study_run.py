@@ -76,7 +76,9 @@ class StudyRun:
                              "held-out figures need data the model never saw")  # checked before the slow ingest
         self.gallery = self.panel.references(study.generate_reference) if self.panel else []
         torch.manual_seed(study.seed)
-        self.model = build_model(study.preset)
+        self.model = load_checkpoint(study.initial_checkpoint)[0] if study.initial_checkpoint else build_model(study.preset)
+        if self.model.config.preset != study.preset:
+            raise ValueError(f"{study.initial_checkpoint}: a {self.model.config.preset!r} model, the study's preset is {study.preset!r}")
         self.roster = SiteRoster(node_sites, self.db.last_epsilon_by_site())
         enrolled = sorted(set((node_sites or {}).values())) or sorted(simulated_sites or [])
         self.study_id = self._open_study(enrolled)
