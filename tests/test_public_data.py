@@ -125,3 +125,20 @@ def test_masked_only_pretraining_is_its_own_result_and_does_not_learn_retrieval(
     aligned_scores = evaluate(aligned, DataLoader(train, batch_size=64), "pretrain")
     assert scores[K.RETRIEVAL_TOP1] < aligned_scores[K.RETRIEVAL_TOP1]
     assert scores[K.ALIGNMENT_COSINE] < aligned_scores[K.ALIGNMENT_COSINE]
+
+
+def test_the_public_bank_travels_as_bytes_and_a_malformed_one_is_refused(pretrained):
+    from protocol.public_bank import decode_bank, encode_bank
+    from server.public_data import PublicBankSource
+
+    public, model = pretrained[0], pretrained[4]
+    source = PublicBankSource("tiny", public_sites(public))
+    data = source(numpy_state(model))
+    ecg, cmr = decode_bank(data)
+    pairs = sum(1 for site in public_sites(public) for s in site.subjects if s.split == "train" and s.cmr_key)
+    assert ecg.shape == cmr.shape == (pairs, model.config.align.embed_dim)
+    assert abs(float((ecg ** 2).sum(1).mean()) - 1) < 1e-2  # unit embeddings (float16 on the wire)
+    with pytest.raises(ValueError, match="header says"):
+        decode_bank(data[:-2])
+    with pytest.raises(ValueError, match="non-finite"):
+        decode_bank(encode_bank(ecg * float("nan"), cmr))
