@@ -12,7 +12,7 @@ from rich.table import Table
 from protocol.participants import Participants
 from protocol.site_metrics import HEADLINE
 from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import interval_keys, lab_key, label
+from protocol.site_metrics import GAIN_KEYS, gain_key, interval_keys, lab_key, label
 from rundb import queries
 from rundb.reader import open_readonly
 from rundb.schema import Round, SiteMetric
@@ -89,6 +89,12 @@ def _lab_table(rounds: list[Round]) -> Table | None:
             interval = f"{_fmt(low)}-{_fmt(high)}" if low is not None and high is not None else "-"
             table.add_row(phase, label(key), _fmt(metrics.get(lab_key(key))), interval,
                           f"{_fmt(baseline)} ({baseline_label})")
+        for key in GAIN_KEYS.get(phase, ()):  # federated phases: the gain over the public model, paired
+            gain = lab_key(gain_key(key))
+            if gain in metrics:
+                low, high = (metrics.get(k) for k in interval_keys(gain))
+                interval = f"{_fmt(low)}-{_fmt(high)}" if low is not None and high is not None else "-"
+                table.add_row(phase, f"gain in {label(key)}", _fmt(metrics[gain]), interval, "0 (the public model alone)")
     return table
 
 

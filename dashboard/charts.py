@@ -9,7 +9,7 @@ import altair as alt
 import pandas as pd
 
 from protocol.site_metrics import MetricKey as K
-from protocol.site_metrics import interval_keys, lab_key, label
+from protocol.site_metrics import GAIN_KEYS, gain_key, interval_keys, lab_key, label
 
 # kind -> the round columns it plots (the sites' means and the lab's held-out panel)
 PANELS = {
@@ -18,6 +18,7 @@ PANELS = {
     "R²": (K.MEAN_R2, lab_key(K.MEAN_R2)),
     "Retrieval top-1": (lab_key(K.RETRIEVAL_TOP1), lab_key(K.RETRIEVAL_TOP5)),
     "SSIM": (lab_key(K.SSIM),),
+    "Gain over the public model": tuple(lab_key(gain_key(k)) for keys in GAIN_KEYS.values() for k in keys),
 }
 REFERENCE = "public model alone"
 

@@ -131,9 +131,19 @@ LABELS = {
 }
 
 
+def gain_key(key: str) -> str:
+    """A held-out figure's gain over the public model alone, paired on the same subjects: 'gain/mean_auroc'."""
+    return f"gain/{key}"
+
+
+# The figures whose gain over the public model alone the lab measures on its panel after every round.
+GAIN_KEYS = {"pretrain": (MetricKey.RETRIEVAL_TOP5,), "finetune": (MetricKey.MEAN_AUROC, MetricKey.MEAN_R2),
+             "generator": ()}
+
+
 def label(key: str) -> str:
     """'lab/mean_auroc' -> 'mean AUROC (lab panel)', 'local/loss' -> 'loss (site's own model)'."""
-    for prefix, where in (("lab/", "lab panel"), ("local/", "site's own model")):
+    for prefix, where in (("lab/", "lab panel"), ("local/", "site's own model"), ("gain/", "gain over the public model")):
         if key.startswith(prefix):
             return f"{label(key.removeprefix(prefix))} ({where})"
     return LABELS.get(key, key)

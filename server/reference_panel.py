@@ -16,7 +16,7 @@ from sitedata.site_dataset import SiteDataset, mean_cmr_clip
 from rundb.schema import npy_bytes
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
-from shared_models.evaluation import evaluate
+from shared_models.evaluation import evaluate, paired_gains
 from protocol.site_metrics import lab_key
 
 
@@ -44,6 +44,13 @@ class LabPanel:
         reference = _training_mean_clip(model, self.mean_clip) if phase == "generator" else None
         result = evaluate(model, DataLoader(self.dataset, batch_size=64), phase, seed=seed, bootstrap=PANEL_BOOTSTRAP,
                           generate_samples=GENERATED if phase == "generator" else 0, reference_clip=reference)
+        return {lab_key(k): v for k, v in result.items()}
+
+    def gains(self, model: CardiacNets, public_model: CardiacNets, phase: str, *, seed: int = 0) -> dict[str, float]:
+        """The global model's held-out gain over the public model alone, paired on the panel's subjects
+        (`lab/gain/<key>` with its 95 % interval)."""
+        result = paired_gains(model, public_model, DataLoader(self.dataset, batch_size=64), phase,
+                              bootstrap=PANEL_BOOTSTRAP, seed=seed)
         return {lab_key(k): v for k, v in result.items()}
 
 

@@ -237,8 +237,15 @@ class StudyRun:
         self.db.record_round(self.study_id, record, reports=[r for r in record.site_reports if r.kind == "evaluate"])
 
     def panel_scores(self, phase: str) -> dict[str, float]:
-        """The model's held-out scores on the lab's panel (`lab/` keys), or nothing without a panel."""
-        return self.panel.evaluate(self.model, phase.removeprefix("public-"), seed=self.study.seed) if self.panel else {}
+        """The model's held-out scores on the lab's panel (`lab/` keys), and after a federated round its gain over
+        the public model alone, paired on the same subjects; nothing without a panel."""
+        if not self.panel:
+            return {}
+        scores = self.panel.evaluate(self.model, phase.removeprefix("public-"), seed=self.study.seed)
+        public = self.out / f"public-{phase}.pt"
+        if not phase.startswith("public-") and self.study.public_data is not None and public.is_file():
+            scores |= self.panel.gains(self.model, load_checkpoint(public)[0], phase, seed=self.study.seed)
+        return scores
 
     def record_gallery(self, phase: str, server_round: int) -> None:
         if phase.removeprefix("public-") == "generator" and self.gallery:

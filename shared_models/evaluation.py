@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
-from protocol.site_metrics import MetricKey, interval_keys, per_target, plain
+from protocol.site_metrics import MetricKey, gain_key, interval_keys, per_target, plain
 from shared_models.targets import DISEASES, INDICATORS
 from shared_models.training import contributing, resolve_device, supervised_loss, unstandardise_indicators
 
@@ -68,6 +68,61 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
     else:
         result.update(_finetune_metrics(collected, bootstrap, seed))
     return plain(result)
+
+
+@torch.no_grad()
+def paired_gains(model: CardiacNets, reference: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int = 0,
+                 device: str = "auto", seed: int = 0) -> dict[str, float]:
+    """`model`'s held-out figures minus `reference`'s on the same subjects ('gain/<key>', protocol.site_metrics.GAIN_KEYS),
+    each with a paired bootstrap 95 % interval: both models scored on the same resampled subjects, so the interval
+    is the gain's own, not two overlapping ones."""
+    if phase == "finetune":
+        mine, theirs = (_finetune_outputs(m, loader, device) for m in (model, reference))
+        statistics = {MetricKey.MEAN_AUROC: lambda o, i: metrics.mean_over_targets(metrics.auroc, o[1][i], o[0][i], o[2][i]),
+                      MetricKey.MEAN_R2: lambda o, i: metrics.mean_over_targets(metrics.r2, o[4][i], o[3][i], o[5][i])}
+    elif phase == "pretrain":
+        mine, theirs = (_retrieval_ranks(m, loader, device) for m in (model, reference))
+        statistics = {MetricKey.RETRIEVAL_TOP5: lambda ranks, i: float((ranks[i] <= 5).mean())}
+    else:
+        return {}
+    count = len(mine[0]) if phase == "finetune" else len(mine)
+    if count < 2:
+        return {}
+    out = {}
+    for key, statistic in statistics.items():
+        difference = lambda i, f=statistic: f(mine, i) - f(theirs, i)  # noqa: E731
+        out[gain_key(key)] = difference(np.arange(count))
+        if bootstrap:
+            out.update(zip(interval_keys(gain_key(key)), metrics.bootstrap_interval(difference, count, n=bootstrap, seed=seed)))
+    return out
+
+
+def _finetune_outputs(model: CardiacNets, loader: Iterable, device: str) -> tuple[np.ndarray, ...]:
+    """(disease probabilities, labels, label masks, indicators, their targets, their masks) over a loader."""
+    torch_device = resolve_device(device)
+    model.to(torch_device).eval()
+    c = _Collected()
+    for batch in loader:
+        batch = {k: v.to(torch_device) for k, v in batch.items()}
+        indicators, logits = model.heads(batch)
+        c.add(p=logits.sigmoid(), y=batch["diseases"], m=batch["disease_mask"], i=unstandardise_indicators(indicators),
+              t=batch["indicators"], im=batch["indicator_mask"])
+    return c["p"], c["y"], c["m"].astype(bool), c["i"], c["t"], c["im"].astype(bool)
+
+
+def _retrieval_ranks(model: CardiacNets, loader: Iterable, device: str) -> np.ndarray:
+    """Rank of each paired subject's own CMR among all, from its ECG (1 = first)."""
+    torch_device = resolve_device(device)
+    model.to(torch_device).eval()
+    c = _Collected()
+    for batch in loader:
+        paired = batch["has_cmr"]
+        if paired.any():
+            subset = {k: v[paired].to(torch_device) for k, v in batch.items()}
+            c.add(e=F.normalize(model.ecg_embedding(subset), dim=-1), m=F.normalize(model.cmr_embedding(subset["cmr"]), dim=-1))
+    if c.count("e") < 2:
+        return np.zeros(0)
+    return metrics.retrieval_ranks(c["e"] @ c["m"].T)
 
 
 class _Collected:

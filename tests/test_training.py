@@ -234,3 +234,19 @@ def test_last_block_fine_tuning_trains_the_heads_and_the_encoders_last_block_onl
     assert all(n.startswith(("indicator_head", "disease_head", f"ecg_encoder.transformer.blocks.{last}.",
                              "ecg_encoder.transformer.norm")) for n in changed)
     assert not any(n.startswith("ecg_encoder.patch_embed") for n in changed)
+
+
+def test_a_paired_gain_is_zero_against_itself_and_has_its_own_interval(loader):
+    from shared_models.evaluation import paired_gains
+
+    fixed = DataLoader(loader.dataset, batch_size=16)
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    same = paired_gains(model, model, fixed, "finetune", bootstrap=30)
+    assert same["gain/mean_auroc"] == 0 and same["gain/mean_auroc_low"] == same["gain/mean_auroc_high"] == 0
+    trained = build_model("tiny")
+    trained.load_state_dict(model.state_dict())
+    train_phase(trained, loader, TrainOptions(phase="finetune", max_steps=20, lr=3e-3))
+    gain = paired_gains(trained, model, fixed, "finetune", bootstrap=30)
+    assert gain["gain/mean_auroc"] != 0 and gain["gain/mean_auroc_low"] <= gain["gain/mean_auroc"] <= gain["gain/mean_auroc_high"]
+    assert set(paired_gains(trained, model, fixed, "pretrain")) == {"gain/retrieval_top5"}
