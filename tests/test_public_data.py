@@ -90,8 +90,8 @@ def test_a_dp_site_round_aligns_both_towers_against_the_public_bank_and_keeps_th
     assert spread[K.CMR_PAIRWISE_COSINE] < SPREAD_FLOOR and spread[K.ECG_PAIRWISE_COSINE] < SPREAD_FLOOR
 
 
-def test_public_fine_tuning_keeps_the_epoch_with_the_lowest_validation_loss(pretrained):
-    from server.public_data import _finetune_with_early_stopping
+def test_public_fine_tuning_keeps_the_epoch_with_the_best_validation_figures(pretrained):
+    from server.public_data import _finetune_with_early_stopping, validation_score
 
     public, model = pretrained[0], copy.deepcopy(pretrained[4])
     sites = load_sites(public.sites[0].parent)
@@ -101,14 +101,15 @@ def test_public_fine_tuning_keeps_the_epoch_with_the_lowest_validation_loss(pret
     def loader():
         return DataLoader(train, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
 
-    losses, replay, replay_loader = [], copy.deepcopy(model), loader()
-    for epoch in range(4):  # the same epochs by hand, recording each one's validation loss
+    scores, replay, replay_loader = [], copy.deepcopy(model), loader()
+    for epoch in range(4):  # the same epochs by hand, recording each one's validation figures
         train_phase(replay, replay_loader, TrainOptions(phase="finetune", epochs=1, lr=3e-2, seed=epoch + 1),
                     pos_weight=reference_pos_weight())
-        losses.append(evaluate(replay, val_loader, "finetune")[K.LOSS])
+        scores.append(validation_score(evaluate(replay, val_loader, "finetune")))
+    assert len(set(scores)) > 1  # the epochs differ, so the choice is a real one
     # a rate high enough to overshoot
     _finetune_with_early_stopping(model, loader(), validation, TrainOptions(phase="finetune", epochs=4, lr=3e-2, seed=0))
-    assert abs(evaluate(model, val_loader, "finetune")[K.LOSS] - min(losses)) < 1e-4
+    assert abs(validation_score(evaluate(model, val_loader, "finetune")) - max(scores)) < 1e-6
 
 
 def test_masked_only_pretraining_is_its_own_result_and_does_not_learn_retrieval(pretrained):
