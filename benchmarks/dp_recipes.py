@@ -6,14 +6,15 @@ each site the same lifetime budget ε (a fresh ledger per arm):
 
 - public model alone (no federated round): the baseline every gain is measured from;
 - federated, no DP: the ceiling of the same rounds;
-- full encoder: DP-SGD at each site on the heads and the whole ECG encoder (the demo's fine-tuning);
-- last block: DP-SGD on the heads and the encoder's last block only (parameter-efficient: fewer noisy coordinates);
+- full encoder: DP-SGD at each site on the heads and the whole ECG encoder;
+- last block: DP-SGD on the heads and the encoder's last block only (parameter-efficient: fewer noisy coordinates;
+  the demo's fine-tuning);
 - heads only: DP-SGD on the linear heads;
-- fewer, larger steps: the full-encoder recipe with 4x the batch at the same epochs (a quarter of the steps);
-- federated DP pretraining + full: a DP pretrain round on the hospitals' pairs against the public bank first
-  (the budget split between the phases by each site's plan), then the full-encoder fine-tuning;
-- distributed DP: one noisy step per round, each site adding σ/√t under SecAgg+ (client/distributed_dp.py),
-  σ chosen so the smallest site ends at ε;
+- last block, fewer larger steps: 4x the batch at the same epochs (a quarter of the steps, each less noisy);
+- DP pretraining + last block: a DP pretrain round on the hospitals' pairs against the public bank first (each
+  site's plan spreads its budget over both phases), then the last-block fine-tuning;
+- distributed DP, heads only: one noisy step per round, each site adding σ/√t under SecAgg+
+  (client/distributed_dp.py), σ chosen so the site with the highest sample rate ends at ε, FedAdam on the sum;
 - each hospital alone (centrally on its own training split, no DP): the median of them.
 
 Scored on the pooled test split (every site's, held out from every arm): mean AUROC with a 95 % bootstrap CI, mean
@@ -76,9 +77,9 @@ RECIPES = (
     Recipe("full encoder"),
     Recipe("last block", finetune_mode="last-block"),
     Recipe("heads only", finetune_mode="linear"),
-    Recipe("fewer, larger steps", batch_size=128),
-    Recipe("DP pretraining + full", pretrain_rounds=1),
-    Recipe("distributed DP", distributed=True),
+    Recipe("last block, fewer larger steps", finetune_mode="last-block", batch_size=128),
+    Recipe("DP pretraining + last block", finetune_mode="last-block", pretrain_rounds=1),
+    Recipe("distributed DP, heads only", finetune_mode="linear", distributed=True),
 )
 
 
@@ -152,8 +153,9 @@ def train_recipe(out: Path, configs: list[Path], init: Path, public, recipe: Rec
         recipe.notes = {"noise_multiplier": sigma, "rounds": DISTRIBUTED_ROUNDS}
         study.append(f'dp_mode = "distributed"\nnoise_multiplier = {sigma}\ndp_batch = {DP_BATCH}\n'
                      f'\n[secagg]\nenabled = true\nreconstruction_threshold = 1.0\n')
-        study.append(f'\n[[phase]]\nname = "finetune"\nrounds = {DISTRIBUTED_ROUNDS}\nlocal_epochs = 1\nlr = 0.5\n'
-                     f'strategy = "fedadam"\nserver_lr = 1e-3\n')
+        # the sites' plain SGD step is the noisy mean gradient (lr 1); FedAdam's step on the aggregate sets the size
+        study.append(f'\n[[phase]]\nname = "finetune"\nrounds = {DISTRIBUTED_ROUNDS}\nlocal_epochs = 1\nlr = 1.0\n'
+                     f'strategy = "fedadam"\nserver_lr = 1e-2\nfinetune_mode = "{recipe.finetune_mode}"\n')
     else:
         study.append("\n[secagg]\nenabled = false  # masking changes who sees an update, not its value\n")
         if recipe.pretrain_rounds:
