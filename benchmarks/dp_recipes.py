@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.privacy_utility import (Budget, arm_site_config, log, mean_auroc_with_ci, pretrain_on_public_data,  # noqa: E402
+from privacy_utility import (Budget, arm_site_config, log, mean_auroc_with_ci, pretrain_on_public_data,  # noqa: E402
                                         public_cohort, train_centrally)
 from client.privacy_ledger import PlannedPhase, noise_for_plan  # noqa: E402
 from protocol.jsonable import finite_or_null  # noqa: E402

@@ -41,6 +41,7 @@ class PlannedPhase:
     phase: str
     sample_rate: float  # batch size / training samples of this phase at this site
     steps: int  # optimizer steps over all rounds of the phase
+    budget_share: float = 0.0  # the study's split of the budget (0: one σ for the whole plan)
 
 
 def epsilon_of(history: list[tuple[float, float, int]], delta: float) -> float:
@@ -68,6 +69,22 @@ def noise_for_plan(plan: list[PlannedPhase], target_epsilon: float, delta: float
         middle = (low + high) / 2
         low, high = (middle, high) if total(middle) > target_epsilon else (low, middle)
     return high
+
+
+def split_noise_for_plan(plan: list[PlannedPhase], target_epsilon: float, delta: float,
+                         spent: list | None = None) -> dict[str, float]:
+    """σ per phase when the study splits the budget: phase by phase, the smallest σ after which the cumulative ε
+    (what was spent, the earlier phases at their σ, this phase) is at most the cumulative share of the target.
+    The last phase thus ends at or below sum(shares) x target: the split moves budget between phases, never past it."""
+    spent, sigmas, cumulative = list(spent or []), {}, 0.0
+    for phase in plan:
+        cumulative += phase.budget_share
+        if phase.steps <= 0:
+            continue
+        sigma = noise_for_plan([phase], min(cumulative, 1.0) * target_epsilon, delta, spent)
+        sigmas[phase.phase] = sigma
+        spent.append((sigma, phase.sample_rate, phase.steps))
+    return sigmas
 
 
 @dataclass
@@ -122,11 +139,22 @@ class PrivacyLedger:
         return epsilon_of(self.history, self.target_delta)
 
     # -- decisions and records ----------------------------------------------------------------------
-    def plan(self, phases: list[PlannedPhase]) -> float:
-        """Fix σ for the site's whole plan the first time (later calls keep it) and return it."""
+    def plan(self, phases: list[PlannedPhase], phase: str | None = None) -> float:
+        """Fix σ for the site's whole plan the first time (later calls keep it) and return it (for `phase` where
+        the study splits the budget between phases: `split_noise_for_plan`)."""
         if self.noise_multiplier is None:
-            sigma = noise_for_plan(phases, self.target_epsilon, self.target_delta, self.history)
-            self._append({"kind": "plan", "sigma": sigma})
+            if any(p.budget_share for p in phases):
+                for name, sigma in split_noise_for_plan(phases, self.target_epsilon, self.target_delta, self.history).items():
+                    self._append({"kind": "plan", "sigma": sigma, "phase": name}, save=False)
+                self.save()
+            else:
+                self._append({"kind": "plan", "sigma": noise_for_plan(phases, self.target_epsilon, self.target_delta, self.history)})
+        if phase is not None:
+            per_phase = {e["phase"]: e["sigma"] for e in self.entries if e["kind"] == "plan" and e.get("phase")}
+            if per_phase:
+                if phase not in per_phase:
+                    raise ValueError(f"the ledger's plan has no σ for phase {phase!r} (planned: {', '.join(per_phase)})")
+                return per_phase[phase]
         return self.noise_multiplier
 
     def epsilon_after(self, sample_rate: float, steps: int, sigma: float | None = None) -> float:

@@ -83,10 +83,10 @@ def _steps_per_epoch(samples: int, batch_size: int) -> tuple[float, int]:
 
 def _plan(site: PreparedSite, plan_text: str, batch_size: int) -> list[PlannedPhase]:
     phases = []
-    for name, rounds, epochs in parse_plan_text(plan_text):
+    for name, rounds, epochs, share in parse_plan_text(plan_text):
         samples = len(phase_dataset(site, name))
         rate, per_epoch = _steps_per_epoch(samples, batch_size)
-        phases.append(PlannedPhase(name, rate, rounds * epochs * per_epoch))
+        phases.append(PlannedPhase(name, rate, rounds * epochs * per_epoch, share))
     return phases
 
 
@@ -223,12 +223,12 @@ def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, sam
     batch = config.training.batch_size
     try:
         with open_ledger(config, locked=True) as ledger:
-            sigma = ledger.plan(_plan(site, rc.plan, batch))
+            sigma = ledger.plan(_plan(site, rc.plan, batch), rc.phase)
             rate, per_epoch = _steps_per_epoch(samples, batch)
             metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
                             K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,
                             K.SAMPLE_RATE: rate})
-            reason = ledger.check(rate, per_epoch * rc.local_epochs)
+            reason = ledger.check(rate, per_epoch * rc.local_epochs, sigma=sigma)
             if reason:
                 ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
                 metrics[K.EPSILON] = ledger.epsilon

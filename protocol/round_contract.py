@@ -46,10 +46,17 @@ class RoundConfig:
         return dataclasses.asdict(self)
 
 
-def parse_plan_text(text: str) -> list[tuple[str, int, int]]:
-    """'pretrain:2:1,finetune:3:2' -> [(phase, rounds, local epochs), ...]."""
-    return [(name, int(rounds), int(epochs)) for name, rounds, epochs in (item.split(":") for item in text.split(",") if item)]
+def parse_plan_text(text: str) -> list[tuple[str, int, int, float]]:
+    """'pretrain:2:1:0.2,finetune:3:2:0.8' -> [(phase, rounds, local epochs, budget share), ...]; the share is
+    optional (0: no split, one σ for the whole plan)."""
+    out = []
+    for item in (item for item in text.split(",") if item):
+        name, rounds, epochs, *share = item.split(":")
+        out.append((name, int(rounds), int(epochs), float(share[0]) if share else 0.0))
+    return out
 
 
-def plan_text(phases: list[tuple[str, int, int]]) -> str:
-    return ",".join(f"{name}:{rounds}:{epochs}" for name, rounds, epochs in phases)
+def plan_text(phases: list[tuple]) -> str:
+    """[(phase, rounds, local epochs[, budget share]), ...] -> the text form (the share only where one is set)."""
+    return ",".join(":".join([str(p[0]), str(p[1]), str(p[2])] + ([f"{p[3]:g}"] if len(p) > 3 and p[3] else []))
+                    for p in phases)

@@ -32,6 +32,8 @@ class PhasePlan:
     server_lr: float = 0.01  # FedAdam/FedYogi server learning rate (eta)
     finetune_mode: str = "full"
     min_sites: int = 2  # a round needs this many sites; fewer and it waits
+    # the share of each site's lifetime budget this phase may spend (DP); 0 everywhere: one σ for the whole plan
+    budget_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class StudyConfig:
     @property
     def plan_text(self) -> str:
         """The plan every site needs to fix its noise multiplier: 'phase:rounds:local_epochs,...'."""
-        return format_plan([(p.name, p.rounds, p.local_epochs) for p in self.phases])
+        return format_plan([(p.name, p.rounds, p.local_epochs, p.budget_share) for p in self.phases])
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
@@ -125,6 +127,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
         phases.append(plan)
     if not phases:
         fail("phase", "at least one [[phase]] table", None)
+    shares = [p.budget_share for p in phases]
+    if any(shares) and (min(shares) <= 0 or sum(shares) > 1 + 1e-9):
+        fail("phase.budget_share", "a share above 0 for every phase, summing to at most 1 (or none at all)", shares)
     order = [PHASES.index(p.name) for p in phases]
     if order != sorted(order):
         fail("phase", f"phases in the order {' -> '.join(PHASES)} (each builds on the one before)",

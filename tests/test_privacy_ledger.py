@@ -203,3 +203,20 @@ def test_an_empty_first_poisson_batch_is_an_empty_batch_not_a_crash(tiny_cohort_
     empty = loader.collate_fn([])  # what the loader yields when Poisson sampling picks nobody first
     privatizer.close()
     assert isinstance(empty, dict) and empty["ecg"].shape[0] == 0 and empty["ecg"].shape[1:] == data[0]["ecg"].shape
+
+
+def test_a_budget_split_gives_each_phase_its_share_and_the_plan_ends_within_the_target(tmp_path):
+    """The study's per-phase split (phase.budget_share): pretraining gets 20 %, fine-tuning the rest; each phase's
+    σ brings the cumulative ε to its cumulative share, and the whole plan ends at or below the target."""
+    from client.privacy_ledger import split_noise_for_plan
+
+    plan = [PlannedPhase("pretrain", 0.25, 8, 0.2), PlannedPhase("finetune", 0.25, 48, 0.8)]
+    sigmas = split_noise_for_plan(plan, 8.0, 1e-5)
+    after_pretrain = epsilon_of([(sigmas["pretrain"], 0.25, 8)], 1e-5)
+    total = epsilon_of([(sigmas["pretrain"], 0.25, 8), (sigmas["finetune"], 0.25, 48)], 1e-5)
+    assert 0.9 * 1.6 <= after_pretrain <= 1.6 + 1e-9
+    assert 0.95 * 8.0 <= total <= 8.0 + 1e-9
+    ledger = PrivacyLedger.open(tmp_path / "ledger.json", site_id="s", target_epsilon=8.0, target_delta=1e-5)
+    assert ledger.plan(plan, "finetune") == sigmas["finetune"] and ledger.plan(plan, "pretrain") == sigmas["pretrain"]
+    with pytest.raises(ValueError, match="generator"):
+        ledger.plan(plan, "generator")
