@@ -91,8 +91,11 @@ def test_study_config_errors_name_file_and_key(tmp_path):
     path.write_text('[study]\nname = "x"\n[[phase]]\nname = "pretrain"\nstrategy = "fedsgd"\n')
     with pytest.raises(StudyConfigError, match=r"s.toml: phase\[0\].strategy"):
         load_study_config(path)
-    demo = load_study_config("studies/demo.toml")
-    assert demo.plan_text == "finetune:4:3"
+    demo = load_study_config("studies/demo.toml")  # the mission's flow: all three federated phases, budget split
+    assert demo.plan_text == "pretrain:2:1:0.15,generator:2:1:0.15,finetune:4:3:0.7"
+    path.write_text('[study]\nname = "x"\n[[phase]]\nname = "finetune"\nbudget_share = 1.5\n')
+    with pytest.raises(StudyConfigError, match=r"s.toml: phase.budget_share"):
+        load_study_config(path)
     assert demo.public_data.pretrain_epochs > 0 and all(p.name.endswith(".toml") for p in demo.public_data.sites)
 
 
