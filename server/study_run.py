@@ -207,7 +207,7 @@ class StudyRun:
                    "description": public.description}
         record = RoundRecord(name, 0, started=time.time(), seconds=done.seconds,
                              participants=Participants(public=summary, outcome=PUBLIC_STEP),
-                             global_metrics=self.panel_scores(phase), checkpoint=str(self.out / f"{name}.pt"))
+                             global_metrics=self.panel_scores(name), checkpoint=str(self.out / f"{name}.pt"))
         self.db.record_round(self.study_id, record)
         self.record_gallery(name, 0)
 
