@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from privacy_utility import (Budget, arm_site_config, log, mean_auroc_with_ci, pretrain_on_public_data,  # noqa: E402
+from privacy_utility import (Budget, arm_site_config, log, mean_auroc_with_ci, number, pretrain_on_public_data,  # noqa: E402
                                         public_cohort, train_centrally)
 from client.privacy_ledger import PlannedPhase, noise_for_plan  # noqa: E402
 from protocol.jsonable import finite_or_null  # noqa: E402
@@ -223,9 +223,6 @@ def plot(rows: list[dict], path: Path, epsilon: float) -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    def number(value, digits=3):
-        return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
-
     print("| recipe | ε | mean AUROC [95 % CI] | mean R² [95 % CI] | retrieval top-1, hospitals (chance) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

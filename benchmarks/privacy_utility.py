@@ -387,10 +387,12 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def print_table(rows: list[dict]) -> None:
-    def number(value, digits=3):
-        return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+def number(value, digits=3) -> str:
+    """A table cell: the value to `digits` places, '-' where there is none."""
+    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
+
+def print_table(rows: list[dict]) -> None:
     print("| setting | ε | encoder | mean AUROC, pooled [95 % CI] | R², pooled | hospitals' mean AUROC | "
           "retrieval top-1 (chance) | SSIM (mean clip) | EF-proxy MAE (mean clip) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -153,6 +153,14 @@ class CardiacNets(nn.Module):
         features = self.ecg_features(batch)
         return self.indicator_head(features), self.disease_head(features)
 
+    def paired_unit_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(ECG, CMR) unit embeddings of the batch's paired samples, or None where it has none."""
+        paired = batch["has_cmr"]
+        if not paired.any():
+            return None
+        subset = {k: v[paired] for k, v in batch.items() if torch.is_tensor(v)}
+        return F.normalize(self.ecg_embedding(subset), dim=-1), F.normalize(self.cmr_embedding(subset["cmr"]), dim=-1)
+
     @torch.no_grad()
     def public_bank(self, loader) -> PublicBank:
         """The bank of `public_bank_loss` from the paired samples of `loader` (the lab's public data)."""
@@ -160,11 +168,9 @@ class CardiacNets(nn.Module):
         self.eval()
         ecg, cmr = [], []
         for batch in loader:
-            paired = batch["has_cmr"]
-            if paired.any():
-                subset = {k: v[paired] for k, v in batch.items() if torch.is_tensor(v)}
-                ecg.append(F.normalize(self.ecg_embedding(subset), dim=-1))
-                cmr.append(F.normalize(self.cmr_embedding(subset["cmr"]), dim=-1))
+            if (pair := self.paired_unit_embeddings(batch)) is not None:
+                ecg.append(pair[0])
+                cmr.append(pair[1])
         self.train(was_training)
         if not ecg:
             raise ValueError("public data: no ECG-CMR pairs for the alignment bank")

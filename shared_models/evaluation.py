@@ -14,7 +14,6 @@ from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from shared_models import metrics
 from shared_models.cardiacnets import CardiacNets
@@ -38,11 +37,8 @@ def evaluate(model: CardiacNets, loader: Iterable, phase: str, *, bootstrap: int
         if phase == "pretrain":
             per_sample = model.masked_ecg_loss(batch, generator)
             collected.add(masked_ecg_per_sample=per_sample)
-            paired = batch["has_cmr"]
-            if paired.any():
-                subset = {k: v[paired] for k, v in batch.items()}
-                collected.add(ecg_embedding=F.normalize(model.ecg_embedding(subset), dim=-1),
-                              cmr_embedding=F.normalize(model.cmr_embedding(subset["cmr"]), dim=-1))
+            if (pair := model.paired_unit_embeddings(batch)) is not None:
+                collected.add(ecg_embedding=pair[0], cmr_embedding=pair[1])
             loss = per_sample.mean()
         elif phase == "generator":
             per_sample = model.generator_loss(batch, generator)
@@ -116,10 +112,8 @@ def _retrieval_ranks(model: CardiacNets, loader: Iterable, device: str) -> np.nd
     model.to(torch_device).eval()
     c = _Collected()
     for batch in loader:
-        paired = batch["has_cmr"]
-        if paired.any():
-            subset = {k: v[paired].to(torch_device) for k, v in batch.items()}
-            c.add(e=F.normalize(model.ecg_embedding(subset), dim=-1), m=F.normalize(model.cmr_embedding(subset["cmr"]), dim=-1))
+        if (pair := model.paired_unit_embeddings({k: v.to(torch_device) for k, v in batch.items()})) is not None:
+            c.add(e=pair[0], m=pair[1])
     if c.count("e") < 2:
         return np.zeros(0)
     return metrics.retrieval_ranks(c["e"] @ c["m"].T)
