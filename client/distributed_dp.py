@@ -3,7 +3,7 @@
 Mechanism (one noisy step per round). In round r every taking-part site k
 1. Poisson-samples its patients at rate q_k = 1 / ceil(N_k / b) (b: the study's `dp_batch`, the same everywhere);
 2. sums their per-sample gradients, each clipped to C (one item per patient: client/site_round.phase_dataset);
-3. adds its share of the noise, N(0, (σC)² / t), from its own entropy (client/privacy.entropy_generator);
+3. adds its share of the noise, N(0, (σC)² / t), from its own ChaCha20 source (client/secure_random.py);
 4. takes one plain SGD step, w_k = w - lr (sum_k + noise_k) / b, and sends w_k masked by SecAgg+.
 The server unmasks only the mean over the n sites in the sum, w - lr / (n b) · (Σ_k sum_k + Σ_k noise_k): one
 DP-SGD step on the union of the sites' patients, whose noise has standard deviation σC·√(n/t) ≥ σC whenever
@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from client.privacy import entropy_generator
+from client.secure_random import ChaChaSource
 
 
 def noise_share(noise_multiplier: float, threshold: int) -> float:
@@ -42,10 +42,9 @@ def noise_share(noise_multiplier: float, threshold: int) -> float:
 
 @torch.no_grad()
 def add_noise_share_only(parameters: list[nn.Parameter], *, share: float, max_grad_norm: float, lr: float,
-                         batch: int, generator: torch.Generator | None = None) -> None:
+                         batch: int, source: ChaChaSource | None = None) -> None:
     """A site with no patients for this phase still adds its share, so that the sum carries the noise it
     promises: the SGD step of a zero gradient plus N(0, (share·C)²)."""
-    generator = generator or entropy_generator()
+    source = source or ChaChaSource()
     for p in parameters:
-        noise = torch.normal(0.0, share * max_grad_norm, size=p.shape, generator=generator)
-        p.sub_(lr * noise.to(p.device) / batch)
+        p.sub_(lr * source.gaussian_like(p, share * max_grad_norm) / batch)

@@ -1,10 +1,10 @@
 """What a site may release of its validation metrics. They are computed without DP, so a metric over a handful
 of patients is close to a statement about one of them (an AUROC over one positive is that patient's rank). A
-metric leaves the site only when every class it rests on has at least `min_count` patients; otherwise the site
-sends the loss and the count alone.
+metric leaves the site only when every class it rests on has at least `min_count` patients. Below `min_count`
+validation patients nothing leaves but "withheld" and a coarse count ("<20"): not the loss, not the exact count.
 
-What remains: the loss and the count always leave, and a metric over `min_count` patients still moves when
-one of them is added or removed; these are not DP guarantees (README, threat model).
+What remains: above the floor the loss and the exact count leave, and a metric over `min_count` patients still
+moves when one of them is added or removed; these are not DP guarantees (README, threat model).
 """
 
 from __future__ import annotations
@@ -21,8 +21,16 @@ PAIRED = {K.ALIGNMENT_COSINE, K.RETRIEVAL_TOP1, K.RETRIEVAL_CHANCE, K.ECG_PAIRWI
           K.BASELINE_SSIM, K.BASELINE_PSNR, K.BASELINE_EF_PROXY_MAE, K.GENERATOR_LOSS}
 
 
-def releasable(metrics: dict[str, float], subjects: list[SubjectEntry], min_count: int) -> dict[str, float]:
-    """The subset of `metrics` whose every class has at least `min_count` patients, means recomputed over it."""
+def withheld(min_count: int) -> dict:
+    """All an evaluation reply says below the release floor."""
+    return {K.WITHHELD: 1, K.COUNT_BAND: f"<{min_count}"}
+
+
+def releasable(metrics: dict[str, float], subjects: list[SubjectEntry], min_count: int) -> dict:
+    """The subset of `metrics` whose every class has at least `min_count` patients, means recomputed over it;
+    `withheld(...)` alone below `min_count` validation patients."""
+    if len(subjects) < min_count:
+        return withheld(min_count)
     diseases = np.array([s.diseases for s in subjects]).reshape(len(subjects), len(DISEASES))
     indicators = np.array([s.indicators for s in subjects]).reshape(len(subjects), len(INDICATORS))
     pairs = sum(1 for s in subjects if s.cmr_key)

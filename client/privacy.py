@@ -1,21 +1,26 @@
 """Opacus at a site: it makes a site's training step private and carries the privacy accountant's history,
 so the training loop itself never changes ("business as usual" after make_private).
 
-The randomness DP rests on comes from the operating system, never from a seed the server sends: both the
-Gaussian noise and the Poisson sampling of batches (which the privacy amplification assumes secret) use
-generators seeded from `os.urandom`. Data order and augmentation may stay reproducible; these may not.
+The randomness DP rests on never comes from a seed the server sends: the Gaussian noise and the Poisson sampling
+of batches (which the privacy amplification assumes secret) come from ChaCha20 keyed from `os.urandom`
+(client/secure_random.py), plugged into Opacus' optimizer (`add_noise`) and given to it as the data loader's batch
+sampler. Data order and augmentation may stay reproducible; these may not.
 """
 
 from __future__ import annotations
 
-import os
+import types
+import warnings
 from typing import Iterable
 
-import torch
-
 from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers.optimizer import DPOptimizer, _check_processed_flag, _mark_as_processed
 from torch import nn
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from client.secure_random import ChaChaPoissonSampler, ChaChaSource
 
 
 class OpacusPrivatizer:
@@ -32,20 +37,24 @@ class OpacusPrivatizer:
         # The divisor of the noisy gradient sum (0: Opacus' own, N x sample rate). Distributed DP needs the same
         # one at every site, so that the sites' shares add up to one step (client/distributed_dp.py).
         self.expected_batch_size = expected_batch_size
-        self.engine = PrivacyEngine(accountant="rdp")
-        # Opacus' secure_mode needs torchcsprng, which has no build for current torch. Its data loader takes
-        # the Poisson sampler's generator from `secure_rng`, so that is where the site's own entropy goes.
-        self.engine.secure_rng = entropy_generator()
-        self.noise_generator = entropy_generator()
+        with warnings.catch_warnings():  # "Secure RNG turned off": Opacus' own; ours is on (client/secure_random.py)
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self.engine = PrivacyEngine(accountant="rdp")
+        self.source = ChaChaSource()  # noise and sampling (client/secure_random.py)
         if history:
             self.engine.accountant.load_state_dict({"history": [tuple(h) for h in history], "mechanism": "rdp"})
         self.module: nn.Module | None = None
 
     def __call__(self, objective: nn.Module, optimizer: Optimizer, loader: Iterable):
+        if self.poisson_sampling:  # Opacus' own Poisson loader, with the batch sampler drawing from ChaCha20
+            loader = chacha_poisson_loader(loader, self.source)
+        # poisson_sampling=False: the loader is already Poisson; Opacus reads the same rate from its length
         self.module, optimizer, loader = self.engine.make_private(
             module=objective, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
-            max_grad_norm=self.max_grad_norm, poisson_sampling=self.poisson_sampling,
-            grad_sample_mode=self.grad_sample_mode, noise_generator=self.noise_generator)
+            max_grad_norm=self.max_grad_norm, poisson_sampling=False, grad_sample_mode=self.grad_sample_mode)
+        if self.poisson_sampling:
+            self.module.forbid_grad_accumulation()  # as make_private does for its own Poisson loader
+        add_noise_from(optimizer, self.source)
         _empty_batch_template(loader)
         if self.expected_batch_size:
             optimizer.expected_batch_size = self.expected_batch_size
@@ -74,6 +83,27 @@ def _empty_batch_template(loader) -> None:
         collate.first_batch = collate.wrapped_collator_fn(sample) if collate.wrapped_collator_fn else sample
 
 
-def entropy_generator() -> torch.Generator:
-    """A torch generator seeded with 64 bits from the operating system: unknown to the server."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))
+def chacha_poisson_loader(loader: DataLoader, source: ChaChaSource) -> DataLoader:
+    """`loader`'s data as Opacus' DP data loader makes it (its empty-batch-safe collate, rate 1 / len(loader)),
+    batches drawn by a ChaChaPoissonSampler."""
+    template = DPDataLoader.from_data_loader(loader)
+    sampler = ChaChaPoissonSampler(num_samples=len(loader.dataset), sample_rate=template.sample_rate, source=source)
+    return DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=template.collate_fn)
+
+
+def add_noise_from(optimizer: DPOptimizer, source: ChaChaSource) -> None:
+    """Opacus' `add_noise` (std = σ·C on every summed clipped gradient), with the noise drawn from `source` on
+    the parameter's device instead of a torch generator. The seam is checked: an Opacus whose optimizer adds
+    noise elsewhere fails here rather than silently using its own generator."""
+    if not isinstance(optimizer, DPOptimizer) or type(optimizer).add_noise is not DPOptimizer.add_noise:
+        raise RuntimeError(f"{type(optimizer).__name__}: Opacus' noise seam moved (DPOptimizer.add_noise); "
+                           "refusing to train with a noise source this site did not choose")
+
+    def add_noise(self: DPOptimizer) -> None:
+        for p in self.params:
+            _check_processed_flag(p.summed_grad)
+            noise = source.gaussian_like(p.summed_grad, self.noise_multiplier * self.max_grad_norm)
+            p.grad = (p.summed_grad + noise).view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+    optimizer.add_noise = types.MethodType(add_noise, optimizer)

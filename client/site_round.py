@@ -275,6 +275,8 @@ def releasable_scores(model: CardiacNets, config: SiteConfig, validation: SiteDa
 def local_model_scores(config: SiteConfig, validation: SiteDataset, rc: RoundConfig) -> dict[str, float]:
     """The site's own fine-tuned model on its own validation split, as `local/<metric>` (the model is never sent)."""
     result = releasable_scores(load_checkpoint(local_model_path(config))[0], config, validation, rc)
+    if result.get(K.WITHHELD):
+        return {}
     return {local_key(k): float(result[k]) for k in (K.LOSS, K.MEAN_AUROC, K.MEAN_R2) if k in result}
 
 
@@ -284,6 +286,8 @@ def evaluate_round(site_config: str | Path, global_state: dict[str, np.ndarray],
     model = _model(rc.preset, global_state)
     validation = SiteDataset(site, "val")
     result = releasable_scores(model, config, validation, rc)
+    if result.get(K.WITHHELD):  # below the release floor: no loss, no exact count (Flower's loss slot says 0)
+        return 0.0, 0, plain(result | {K.SITE: config.site_id, K.PHASE: rc.phase})
     examples = int(result.pop(K.NUM_EXAMPLES))
     loss = result[K.LOSS]
     metrics = {k: float(v) for k, v in result.items()} | {K.SITE: config.site_id, K.PHASE: rc.phase}

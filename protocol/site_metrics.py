@@ -19,8 +19,14 @@ class MetricKey(StrEnum):
     MODEL = "scored_model"  # cross-site rows: whose model was scored on this site's data (simulation only)
     EXAMPLES = "examples"  # training samples this round (0 when declined)
     NUM_EXAMPLES = "num-examples"  # validation samples scored
-    # training
-    LOSS = "loss"
+    # below the site's release floor (privacy.min_eval_count) an evaluation reply says only this, and a coarse count
+    WITHHELD = "withheld"
+    COUNT_BAND = "count_band"  # e.g. "<20"
+    # training. A DP round's exact training loss never leaves a site (it is a function of the private batch,
+    # outside the DP guarantee); where the site's policy releases one, it is noised, its ε is in the ledger, and it
+    # travels under its own key so that nothing reads it as exact (client/loss_release.py).
+    LOSS = "loss"  # evaluation loss (above the release floor), and the training loss of a round without DP
+    DP_LOSS = "dp_loss"
     STEPS = "steps"
     SECONDS = "seconds"
     PREPARE_S = "prepare_s"  # site data, model and DP set-up
@@ -69,11 +75,11 @@ def per_target(kind: str, name: str) -> str:
     return f"{kind}/{name}"
 
 
-TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON, MetricKey.MODEL})  # every other key is a number
+TEXT_KEYS = frozenset({MetricKey.SITE, MetricKey.PHASE, MetricKey.REASON, MetricKey.MODEL, MetricKey.COUNT_BAND})  # every other key is a number
 # Per-site values that an example-weighted mean over sites would make meaningless.
 NOT_AVERAGED = frozenset({MetricKey.NUM_EXAMPLES, MetricKey.EPSILON, MetricKey.TARGET_EPSILON, MetricKey.DELTA,
                           MetricKey.NOISE_MULTIPLIER, MetricKey.MAX_GRAD_NORM, MetricKey.SAMPLE_RATE, MetricKey.ROUND,
-                          MetricKey.NOISE_SHARES})
+                          MetricKey.NOISE_SHARES, MetricKey.WITHHELD})
 # What the summary table and the dashboard's overview show of a round's global metrics.
 HEADLINE = (MetricKey.LOSS, MetricKey.MASKED_ECG, MetricKey.RETRIEVAL_TOP1, MetricKey.GENERATOR_LOSS,
             MetricKey.MEAN_AUROC, MetricKey.MEAN_R2)

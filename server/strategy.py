@@ -216,7 +216,11 @@ class StudyRounds:
                 participants.evaluate_flags[site] = flag
             accepted.append((proxy, reply))
             self.record.site_reports.append(SiteReport(site, "evaluate", int(reply.num_examples), metrics))
-        loss, summary = super().aggregate_evaluate(self.phase_round(flower_round), accepted, failures)
+        # A site below its release floor sent "withheld" and no count: nothing of it enters the means.
+        counted = [(proxy, reply) for proxy, reply in accepted if reply.num_examples > 0]
+        if not counted:
+            return None, {}
+        loss, summary = super().aggregate_evaluate(self.phase_round(flower_round), counted, failures)
         self.record.global_metrics |= summary
         return loss, summary
 

@@ -22,8 +22,7 @@ def test_shares_of_t_sites_sum_to_the_full_noise():
     total = torch.zeros(200_000)
     for site in range(t):
         p = torch.nn.Parameter(torch.zeros(200_000))
-        add_noise_share_only([p], share=share, max_grad_norm=clip, lr=lr, batch=batch,
-                             generator=torch.Generator().manual_seed(site))
+        add_noise_share_only([p], share=share, max_grad_norm=clip, lr=lr, batch=batch)
         total += p.detach()
     # w - lr/b * sum of noises: its std is lr/b * sigma * C
     assert float(total.std()) == pytest.approx(lr / batch * sigma * clip, rel=0.02)

@@ -74,7 +74,9 @@ def test_a_dp_site_round_aligns_both_towers_against_the_public_bank_and_keeps_th
     import client.privacy
 
     # The site's noise comes from os.urandom by design; a seeded source keeps this check about structure, not luck.
-    monkeypatch.setattr(client.privacy, "entropy_generator", lambda: torch.Generator().manual_seed(7))
+    from client.secure_random import ChaChaSource
+
+    monkeypatch.setattr(client.privacy, "ChaChaSource", lambda: ChaChaSource(key=bytes(32), nonce=bytes(16)))
     torch.manual_seed(0)
     public, model = pretrained[0], copy.deepcopy(pretrained[4])
     site = pooled(load_sites(public.sites[1]), "train")
