@@ -32,7 +32,8 @@ from shared_models.model_arrays import load_numpy_state, numpy_state, unpack_sta
 from protocol.round_contract import RoundConfig, parse_plan_text
 from protocol.site_metrics import MetricKey as K
 from protocol.site_metrics import local_key, plain
-from shared_models.training import PAIRED_PARTS, TrainOptions, TrainResult, reference_pos_weight, set_trainable, top_level_parts, train_phase, trainable_parts
+from shared_models.training import (PAIRED_PARTS, PhaseObjective, TrainOptions, TrainResult, reference_pos_weight, resolve_device,
+                                    set_trainable, top_level_parts, train_phase, trainable_parts)
 from protocol.codec import encode_update, update_problem
 
 
@@ -151,12 +152,25 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
         return train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight, public_bank=bank,
                            privatize=privatize)
 
+    def release(ledger) -> None:  # the round's loss, noised, within the budget (client/loss_release.py)
+        from client.loss_release import release_loss
+
+        device = resolve_device(options.device)
+        objective = PhaseObjective(model, options, pos_weight, None if bank is None else bank.to(device)).to(device)
+        value = release_loss(ledger, objective, data, noise_multiplier=config.privacy.loss_noise_multiplier,
+                             bound=config.privacy.loss_bound, device=device, study=rc.study,
+                             phase=rc.phase, server_round=rc.server_round)
+        if value is not None:
+            metrics[K.DP_LOSS], metrics[K.EPSILON] = value, ledger.epsilon
+
     # Without DP only where the site's policy allows it (policy_refusal above).
     if distributed:
-        result = _train_distributed_share(config, rc, len(data), metrics, train, model, trainable)
+        result = _train_distributed_share(config, rc, len(data), metrics, train, release, model, trainable)
     else:
-        result = _train_under_dp(config, site, rc, len(data), metrics, train) if rc.dp else train()
-    metrics.update({K.EXAMPLES: len(data), K.LOSS: result.mean_loss, K.STEPS: result.steps, K.SECONDS: result.seconds})
+        result = _train_under_dp(config, site, rc, len(data), metrics, train, release) if rc.dp else train()
+    metrics.update({K.EXAMPLES: len(data), K.STEPS: result.steps, K.SECONDS: result.seconds})
+    if not rc.dp:  # without DP nothing of the round is protected; under DP the exact loss stays here
+        metrics[K.LOSS] = result.mean_loss
     if rc.phase == "finetune":  # the site's own model of this round: kept on site for its row of the cross-site matrix
         save_checkpoint(local_model_path(config), model, phase="finetune-local", step=rc.server_round)
     # distributed: weight 1 on every part at every site, so the mean is the sum of the shares over their count
@@ -180,8 +194,8 @@ def _public_bank(rc: RoundConfig) -> PublicBank:
     return PublicBank(torch.from_numpy(ecg), torch.from_numpy(cmr))
 
 
-def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, metrics: dict, train, model: CardiacNets,
-                             trainable: set[str]) -> TrainResult:
+def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, metrics: dict, train, release,
+                             model: CardiacNets, trainable: set[str]) -> TrainResult:
     """This site's share of one distributed-DP step (client/distributed_dp.py), within its lifetime budget: the
     ledger accounts the step at the study's σ, the noise the SecAgg+ sum carries."""
     from client.distributed_dp import add_noise_share_only, noise_share
@@ -213,12 +227,13 @@ def _train_distributed_share(config: SiteConfig, rc: RoundConfig, samples: int, 
             privatizer.close()
             metrics[K.EPSILON] = ledger.record(ledger.history + [[sigma, rate, 1]], study=rc.study, phase=rc.phase,
                                                server_round=rc.server_round, steps=1)
+            release(ledger)
             return result
     except LedgerTampered as err:
         raise Declined(f"privacy ledger not trusted: {err}") from None
 
 
-def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, samples: int, metrics: dict, train):
+def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, samples: int, metrics: dict, train, release):
     """DP-SGD within the site's lifetime budget: the ledger is held from the budget check to the record."""
     batch = config.training.batch_size
     try:
@@ -241,6 +256,7 @@ def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, sam
             privatizer.close()
             metrics[K.EPSILON] = ledger.record(privatizer.history, study=rc.study, phase=rc.phase,
                                                server_round=rc.server_round, steps=result.steps)
+            release(ledger)
             return result
     except LedgerTampered as err:
         raise Declined(f"privacy ledger not trusted: {err}. This site will not train until an operator restores "

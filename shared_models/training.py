@@ -157,6 +157,19 @@ class PhaseObjective(nn.Module):
         self.model, self.options, self.public_bank = model, options, public_bank
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
+    def per_sample(self, batch: dict) -> torch.Tensor:
+        """Each sample's own term of the loss, (B,): the phase's loss is their mean. Not for InfoNCE, whose terms
+        each depend on the whole batch."""
+        model, options = self.model, self.options
+        if options.phase == "generator":
+            return model.generator_loss(batch)
+        if options.phase == "finetune":
+            return finetune_losses(model, batch, self.pos_weight)
+        if options.alignment == "infonce":
+            raise ValueError("InfoNCE has no per-sample loss: each term depends on the whole batch")
+        return (model.masked_ecg_loss(batch) + model.masked_cmr_loss(batch)
+                + options.alignment_weight * model.public_bank_loss(batch, self.public_bank))
+
     def forward(self, batch: dict) -> torch.Tensor:
         model, options = self.model, self.options
         if options.phase == "generator":

@@ -59,6 +59,11 @@ class PrivacySettings:
     required: bool = True  # train only under DP; a round that asks for less privacy is declined
     ledger_copy: str = ".cardiacfl-ledger-copy/privacy_ledger.json"  # second ledger copy (relative to data_root)
     min_eval_count: int = 20  # per-site validation metrics only with at least this many positives and negatives
+    # A DP round's training loss leaves only noised (client/loss_release.py): each patient's loss clipped to
+    # [0, loss_bound], their sum plus N(0, (loss_noise_multiplier x loss_bound)^2), its ε in the ledger.
+    # 0: the loss never leaves.
+    loss_noise_multiplier: float = 0.0
+    loss_bound: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -152,9 +157,12 @@ def parse_site_config(raw: dict[str, Any], path: Path) -> SiteConfig:
     for key, value in [
         ("ecg.window_s", ecg.window_s), ("cmr.pixel_spacing_mm", cmr.pixel_spacing_mm),
         ("privacy.target_epsilon", privacy.target_epsilon), ("privacy.max_grad_norm", privacy.max_grad_norm),
+        ("privacy.loss_bound", privacy.loss_bound),
     ]:
         if value <= 0:
             check.fail(key, "a positive number", value)
+    if privacy.loss_noise_multiplier < 0:
+        check.fail("privacy.loss_noise_multiplier", "0 (the loss never leaves) or a positive number", privacy.loss_noise_multiplier)
     if not 0 < ecg.highpass_hz < ecg.sampling_rate_hz / 2:
         check.fail("ecg.highpass_hz", f"a number between 0 and {ecg.sampling_rate_hz / 2} (Nyquist)", ecg.highpass_hz)
     if not 1 <= ecg.min_leads <= len(LEADS):

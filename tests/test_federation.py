@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_ssh_private_key, l
 from protocol.codec import decode_mean, decode_weights, encode_update, encode_weights
 
 ALLOWED_METRICS = {"site", "phase", "round", "declined", "reason", "noise_multiplier", "max_grad_norm", "delta",
-                   "target_epsilon", "sample_rate", "epsilon", "examples", "loss", "steps", "seconds", "startup_s", "work_s", "prepare_s"}
+                   "target_epsilon", "sample_rate", "epsilon", "examples", "dp_loss", "steps", "seconds", "startup_s", "work_s", "prepare_s"}
 
 
 def test_part_weighted_average_counts_only_sites_that_trained_a_part():
@@ -53,17 +53,19 @@ def test_a_site_sends_only_model_arrays_and_aggregate_metrics(tiny_cohort, physi
     subject_ids = (tiny_cohort / "hospital-a" / "manifest.csv").read_text()
     assert not any(isinstance(v, str) and v and v in subject_ids for k, v in metrics.items() if k not in ("site", "phase", "reason"))
 
+    assert "loss" not in metrics  # the exact training loss of a DP round stays at the site
+
     loss, examples, eval_metrics = client.evaluate(encode_weights(global_state), round_config)
-    assert isinstance(loss, float) and examples >= 0
     assert all(isinstance(v, (int, float, str)) for v in eval_metrics.values())
     assert not any(k.startswith(("pred", "subject")) for k in eval_metrics)
-    # The site's own fine-tuned model stays in its cache and is scored on its own validation split, under the
-    # release rule: 8 subjects are too few for an AUROC to leave, so only its loss does.
+    # The site's own fine-tuned model stays in its cache; its validation split (a handful of the tiny cohort's
+    # subjects) is below the release floor, so neither model's loss nor the exact count leaves.
     from client.site_round import local_model_path
     from sitedata.site_config import load_site_config
 
     assert local_model_path(load_site_config(config)).is_file()
-    assert {k for k in eval_metrics if k.startswith("local/")} == {"local/loss"}
+    assert (loss, examples) == (0.0, 0) and eval_metrics["withheld"] == 1 and eval_metrics["count_band"] == "<20"
+    assert not any(k.startswith("local/") or k == "loss" for k in eval_metrics)
 
 
 def test_provisioning_writes_private_keys_0600_and_a_loopback_certificate(tmp_path):

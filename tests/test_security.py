@@ -188,14 +188,16 @@ def test_per_site_validation_metrics_need_enough_patients_per_class(tiny_cohort)
 
     config = tiny_cohort / "site_configs" / "hospital-b.toml"  # the tiny cohort's site with a validation split
     state = numpy_state(build_model("tiny"))
-    _, examples, metrics = evaluate_round(config, state, _round(server_round=2))
-    assert examples > 0 and set(metrics) <= {"loss", "site", "phase", "epsilon"}
+    loss, examples, metrics = evaluate_round(config, state, _round(server_round=2))
+    # Before: below the floor the loss and the exact count still left. Now: "withheld" and a coarse count.
+    assert (loss, examples) == (0.0, 0) and set(metrics) <= {"withheld", "count_band", "site", "phase", "epsilon"}
     config.write_text(re.sub(r"\[privacy\]", "[privacy]\nmin_eval_count = 1", config.read_text()))
     from client.site_round import _site
 
     _site.cache_clear()
-    _, _, revealing = evaluate_round(config, state, _round(server_round=3))
+    _, examples, revealing = evaluate_round(config, state, _round(server_round=3))
     assert any(k.startswith(("r2/", "auroc/")) for k in revealing)  # the same split with the floor at 1
+    assert examples > 0 and "loss" in revealing
 
 
 def test_secagg_masks_come_from_the_whole_secret_and_still_cancel():
@@ -251,3 +253,25 @@ def test_secagg_masks_come_from_the_whole_secret_and_still_cancel():
     summed = dequantize(parameters_mod(total, mod), clip, levels)
     expected = dequantize(parameters_mod(parameters_addition(parameters_addition(*levels_of[:2]), levels_of[2]), mod), clip, levels)
     assert all(np.array_equal(a, b) for a, b in zip(summed, expected))
+
+
+def test_a_dp_round_sends_no_exact_training_loss_and_a_noised_one_only_within_the_budget(site_b):
+    """Before: every DP fit reply carried the round's exact mean training loss, outside the DP guarantee."""
+    from client.site_round import _site, open_ledger, train_round
+    from shared_models.cardiacnets import build_model
+    from shared_models.model_arrays import numpy_state
+    from sitedata.site_config import load_site_config
+
+    state = numpy_state(build_model("tiny"))
+    _, metrics = train_round(site_b, state, _round(plan="finetune:3:1"))
+    assert metrics["declined"] == 0 and "loss" not in metrics and "dp_loss" not in metrics  # the policy default
+    spent = metrics["epsilon"]
+
+    site_b.write_text(re.sub(r"\[privacy\]", "[privacy]\nloss_noise_multiplier = 50.0", site_b.read_text()))
+    _site.cache_clear()
+    _, metrics = train_round(site_b, state, _round(server_round=2, plan="finetune:3:1"))
+    assert "loss" not in metrics and 0 < abs(metrics["dp_loss"]) < 50  # noised, under its own key
+    with open_ledger(load_site_config(site_b)) as ledger:
+        released = [e for e in ledger.rounds if e["phase"] == "finetune:loss"]
+        assert [e["mechanism"] for e in released] == [[50.0, 1.0, 1]]  # its ε is in the lifetime figure
+        assert metrics["epsilon"] == pytest.approx(ledger.epsilon) and ledger.epsilon > spent
