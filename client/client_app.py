@@ -23,11 +23,12 @@ from client.worker_channel import NODE_CONFIG_KEY, WorkerAddress, call
 from protocol.simulated_site import site_config_for_partition
 from protocol.procfs import seconds_since_start
 from protocol.round_contract import RoundConfig
-from protocol import mask_prg, overlap_check
+from protocol import mask_prg, overlap_check, round_admission
 from protocol.site_metrics import MetricKey
 
 # ChaCha20 masks, as the server's workflow uses (the package re-exports the mod function under the module's name)
-mask_prg.install(importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod"))
+SECAGG_MOD = importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod")
+mask_prg.install(SECAGG_MOD)
 
 
 class SiteClient(NumPyClient):
@@ -54,6 +55,14 @@ class SiteClient(NumPyClient):
 
     def evaluate(self, parameters, config):
         return self._work("evaluate", parameters, config)
+
+    def admission(self, rc: RoundConfig) -> tuple[str | None, list[str], float | None]:
+        """Will this site train the round? (client/site_round.admission)"""
+        if self.worker is not None:
+            return call(self.worker, {"op": "admission", "run": self.run_id, "round": rc}, wait_s=120)
+        from client import site_round
+
+        return site_round.admission(self.site_config, rc)
 
     def overlap(self, fingerprints: dict[str, list[str]]) -> dict[str, int]:
         """Counts of the lab's fingerprints among this site's records (protocol/overlap_check.py)."""
@@ -91,6 +100,28 @@ def answer_overlap_check(message: Message, context: Context, call_next):
     return Message(RecordDict({overlap_check.RECORD: ConfigRecord(reply)}), reply_to=message)
 
 
+def answer_round_admission(message: Message, context: Context, call_next):
+    """The lab's admission query before a training round (protocol/round_admission.py): answered here, before
+    any training, with accept and the parts this site would train, or decline and the reason. A lab that would
+    unmask with another mask generator than this site's gets a decline: the masks would not cancel."""
+    if message.metadata.message_type != MessageType.QUERY or round_admission.RECORD not in message.content.config_records:
+        return call_next(message, context)
+    query = dict(message.content.config_records[round_admission.RECORD])
+    client = site_client(context)
+    from sitedata.site_config import load_site_config
+
+    site = load_site_config(client.site_config).site_id
+    ours, theirs = mask_prg.installed_name(SECAGG_MOD), str(query.get(round_admission.MASK_PRG, ""))
+    if theirs != ours and theirs != round_admission.NO_SECAGG:
+        answer = round_admission.Answer(site, False, f"the lab unmasks with mask generator {theirs!r}; this site masks "
+                                                     f"with {ours!r}, so the sum would be garbage")
+    else:
+        reason, parts, epsilon = client.admission(RoundConfig.from_record(query))
+        answer = round_admission.Answer(site, reason is None, reason or "", frozenset(parts), epsilon)
+    reply = RecordDict({round_admission.RECORD: ConfigRecord(answer.to_record())})
+    return Message(reply, reply_to=message)
+
+
 def secaggplus_when_asked(message: Message, context: Context, call_next):
     """SecAgg+ for SecAgg+ messages; plain train/evaluate messages pass straight through (the stock mod
     fails on messages without its config record). The training call learns the SecAgg+ reconstruction threshold
@@ -112,4 +143,4 @@ SECAGG_THRESHOLD = "secagg_threshold"  # protocol.round_contract.RoundConfig.sec
 
 
 
-app = ClientApp(client_fn=client_fn, mods=[answer_overlap_check, secaggplus_when_asked])
+app = ClientApp(client_fn=client_fn, mods=[answer_overlap_check, answer_round_admission, secaggplus_when_asked])

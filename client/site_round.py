@@ -120,6 +120,50 @@ def train_round(site_config: str | Path, global_state: dict[str, np.ndarray], rc
     return update, plain(metrics)
 
 
+def admission(site_config: str | Path, rc: RoundConfig) -> tuple[str | None, list[str], float | None]:
+    """This site's answer to the lab's admission query before a training round (protocol/round_admission.py):
+    (why it declines or None, the top-level parts it would train, its lifetime ε). Nothing is trained or spent;
+    a decline is written to the ledger as the training call would write it."""
+    config, site = _site(str(site_config), rc.preset)
+    reason = policy_refusal(rc, config)
+    data = phase_dataset(site, rc.phase, seed=rc.seed + rc.server_round)
+    distributed = rc.dp and rc.dp_mode == "distributed"
+    options = TrainOptions(phase=rc.phase, finetune_mode=rc.finetune_mode, alignment="public-bank" if rc.dp else "infonce")
+    has_cmr = site_has_cmr(site) or distributed
+    trainable = trainable_parts(options, has_cmr=has_cmr, model=build_model(rc.preset)) if len(data) or distributed else set()
+    parts = top_level_parts({name for name in trainable if name.split(".")[0] not in frozen(rc)})
+    epsilon = None
+    if rc.dp and not reason:
+        try:
+            with open_ledger(config, locked=True) as ledger:
+                if distributed:
+                    rate = _steps_per_epoch(len(data), rc.dp_batch)[0]
+                    reason = ledger.check(rate, 1, sigma=rc.noise_multiplier) if len(data) else None
+                elif parts:
+                    reason = _affordable(ledger, site, rc, len(data), config.training.batch_size)
+                if reason:
+                    ledger.record_decline(study=rc.study, phase=rc.phase, server_round=rc.server_round, reason=reason)
+                epsilon = ledger.epsilon
+        except LedgerTampered as err:
+            reason = f"privacy ledger not trusted: {err}"
+    return reason, sorted(parts) if not reason else [], epsilon
+
+
+def _affordable(ledger: PrivacyLedger, site: PreparedSite, rc: RoundConfig, samples: int, batch: int) -> str | None:
+    """Why this site cannot pay for the round under its lifetime budget (local DP-SGD), or None."""
+    try:
+        sigma = ledger.plan(_plan(site, rc.plan, batch), rc.phase)
+    except ValueError as err:  # e.g. no noise multiplier reaches the budget for this plan
+        return f"this site's budget cannot pay for the study's plan: {err}"
+    rate, per_epoch = _steps_per_epoch(samples, batch)
+    return ledger.check(rate, per_epoch * rc.local_epochs, sigma=sigma)
+
+
+def frozen(rc: RoundConfig) -> set[str]:
+    """The parts the lab froze for this round (too few sites would train them: protocol/round_admission.py)."""
+    return {p for p in rc.frozen_parts.split(",") if p}
+
+
 def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.ndarray], rc: RoundConfig, metrics: dict,
            started: float) -> list[np.ndarray]:
     """One phase of the one training loop at this site; fills `metrics`, raises Declined."""
@@ -137,6 +181,7 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
         options = dataclasses.replace(options, max_steps=1, optimizer="sgd", proximal_mu=0.0)
         has_cmr = True  # a site without pairs still adds its noise share to the CMR-side parts
     trainable = trainable_parts(options, has_cmr=has_cmr, model=model) if len(data) or distributed else set()
+    trainable = {name for name in trainable if name.split(".")[0] not in frozen(rc)}
     parts = top_level_parts(trainable)
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
@@ -238,7 +283,10 @@ def _train_under_dp(config: SiteConfig, site: PreparedSite, rc: RoundConfig, sam
     batch = config.training.batch_size
     try:
         with open_ledger(config, locked=True) as ledger:
-            sigma = ledger.plan(_plan(site, rc.plan, batch), rc.phase)
+            try:
+                sigma = ledger.plan(_plan(site, rc.plan, batch), rc.phase)
+            except ValueError as err:  # the admission query declines this first; a decline, never a failed round
+                raise Declined(f"this site's budget cannot pay for the study's plan: {err}") from None
             rate, per_epoch = _steps_per_epoch(samples, batch)
             metrics.update({K.NOISE_MULTIPLIER: sigma, K.MAX_GRAD_NORM: config.privacy.max_grad_norm,
                             K.DELTA: config.privacy.target_delta, K.TARGET_EPSILON: config.privacy.target_epsilon,

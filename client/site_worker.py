@@ -58,6 +58,8 @@ def serve(site_config: str, threads: int | None = None) -> None:
             try:
                 if request["op"] == "overlap":
                     reply = ("ok", site_round.overlap(site_config, request["fingerprints"]))
+                elif request["op"] == "admission":
+                    reply = ("ok", site_round.admission(site_config, request["round"]))
                 else:
                     reply = ("ok", site_round.work(request["op"], site_config, request["arrays"], request["round"]))
             except Exception as err:  # the round fails for this site; the worker stays up for the next one

@@ -2,7 +2,8 @@
 secret to a 32-bit seed for NumPy's Mersenne Twister (flwrlabs/flower#7522), so masks could be found by trying
 2^32 seeds. This is a drop-in replacement with the same signature: ChaCha20 keyed with SHA-256 of the whole
 secret. Both ends must use it (client/client_app.py and server/secure_aggregation.py install it), or the masks
-do not cancel.
+do not cancel and the round aggregates garbage without an error: so the lab names its generator in each round's
+admission query (protocol/round_admission.py) and a site whose generator differs declines the round.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 _DOMAIN = b"cardiacfl secagg+ mask v1"
+NAME = "chacha20-sha256/cardiacfl-secagg-mask-v1"  # what a module with this generator installed is called
 
 
 def chacha20_masks(seed: bytes, num_range: int, dimensions_list: list[tuple[int, ...]]) -> list[np.ndarray]:
@@ -35,3 +37,11 @@ def install(module) -> None:
     if not hasattr(module, "pseudo_rand_gen"):
         raise RuntimeError(f"{module.__name__} has no pseudo_rand_gen: the SecAgg+ mask seam moved in this Flower version")
     module.pseudo_rand_gen = chacha20_masks
+
+
+def installed_name(module) -> str:
+    """The name of the mask generator a Flower SecAgg+ module will use: NAME, or the stock one's."""
+    generator = getattr(module, "pseudo_rand_gen", None)
+    if generator is chacha20_masks:
+        return NAME
+    return f"{getattr(generator, '__module__', '?')}.{getattr(generator, '__name__', '?')}"

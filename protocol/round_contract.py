@@ -34,6 +34,9 @@ class RoundConfig:
     # Set by the site's own SecAgg+ mod from its SecAgg+ state (never taken from the server): the reconstruction
     # threshold t, 0 when the round did not come through SecAgg+.
     secagg_threshold: int = 0
+    # Top-level model parts fewer than secagg.min_contributors sites would train: nobody trains them this round
+    # (comma-separated; protocol/round_admission.py)
+    frozen_parts: str = ""
     # DP pretraining: the public pairs' embeddings under this round's global model (protocol/public_bank.py)
     public_bank: bytes = b""
 

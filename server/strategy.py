@@ -1,7 +1,9 @@
 """Per-phase strategies: Flower's own FedAvg / FedProx / FedAdam / FedYogi, each with the `StudyRounds` mixin,
 which only instructs, screens and aggregates:
 
-1. it sends each round's instructions (the round contract) to the sites that have not declined;
+1. it admits a round's contributors from the sites' answers to the admission query (protocol/round_admission.py):
+   with too few, the round stops before anyone trains; it then sends the round's instructions (the round
+   contract) to the admitted sites only;
 2. it screens replies: a reply must come from a registered site under its own name, and a plain reply must be an
    acceptable update (protocol/codec.py); under SecAgg+ the unmasked mean is checked instead;
 3. it averages the accepted updates once (Flower's `aggregate`; SecAgg+ hands the mean already) and lets the
@@ -25,6 +27,7 @@ from flwr.server.strategy.aggregate import aggregate
 
 from protocol.codec import UpdateRejected, check_update, decode_mean, decode_weights, encode_weights
 from protocol.participants import Participants
+from protocol.round_admission import Answer, decide
 from protocol.round_contract import RoundConfig
 from protocol.round_record import RoundRecord, SiteReport
 from protocol.site_metrics import MetricKey as K
@@ -51,6 +54,8 @@ class StudyRounds:
         self.record: RoundRecord | None = None
         self.asked: set[str] = set()
         self.fit_screened = False
+        self.admitted_nodes: set[int] | None = None  # None: no admission query ran (every site not declined is asked)
+        self.frozen_parts: list[str] = []
 
     def phase_round(self, server_round: int) -> int:
         return server_round + self.round_offset
@@ -73,7 +78,50 @@ class StudyRounds:
                            finetune_mode=plan.finetune_mode, dp=study.dp, max_site_examples=study.max_site_examples,
                            max_update_ratio=study.max_update_ratio, max_grad_norm=study.max_grad_norm,
                            target_epsilon=study.target_epsilon, seed=study.seed, dp_mode=study.dp_mode if study.dp else "local",
-                           noise_multiplier=study.noise_multiplier, dp_batch=study.dp_batch).to_record()
+                           noise_multiplier=study.noise_multiplier, dp_batch=study.dp_batch,
+                           frozen_parts=",".join(self.frozen_parts)).to_record()
+
+    def admission_config(self, flower_round: int) -> dict:
+        """The round contract as the admission query carries it (nothing frozen yet)."""
+        self.frozen_parts = []
+        return self.round_config(flower_round)
+
+    def min_contributors(self) -> int:
+        return self.study.secagg.min_contributors if self.study.secagg.enabled else 1
+
+    def admit(self, flower_round: int, answers: dict[int, Answer], silent: list[int]) -> bool:
+        """Decide who trains this round from the sites' admission answers (nodes the roster does not recognise
+        count as silent). False: the round stops before anyone trains, its record saying why."""
+        self.record = RoundRecord(self.plan.name, self.phase_round(flower_round), started=time.time())
+        self.fit_screened = False
+        named: list[Answer] = []
+        for node, answer in answers.items():
+            site, problem = self.roster.identify(node, {K.SITE: answer.site})
+            if problem:
+                self.record.participants.rejected[site] = f"admission answer dropped: {problem}"
+                continue
+            named.append(Answer(site, answer.accept, answer.reason, answer.parts, answer.epsilon))
+        nodes = {self.roster.site_of(node): node for node in answers}
+        decision = decide(named, [self.roster.site_of(node) for node in silent], self.min_contributors())
+        self.frozen_parts = decision.frozen_parts
+        self.admitted_nodes = {nodes[site] for site in decision.admitted}
+        participants = self.record.participants
+        participants.declined = dict(decision.declined)
+        participants.dropped = list(decision.silent)
+        for answer in named:
+            if not answer.accept:
+                self.roster.declined(answer.site, answer.reason)
+                metrics = {K.SITE: answer.site, K.PHASE: self.plan.name, K.ROUND: self.record.server_round,
+                           K.DECLINED: 1, K.REASON: answer.reason, K.EXAMPLES: 0}
+                if answer.epsilon is not None:
+                    metrics[K.EPSILON] = answer.epsilon
+                self.record.site_reports.append(SiteReport(answer.site, "fit", 0, {str(k): v for k, v in metrics.items()}))
+        if decision.stop:
+            participants.outcome = decision.stop
+            self.record.seconds = time.time() - self.record.started
+            self.fit_screened = True
+            return False
+        return True
 
     def fit_record(self) -> RoundRecord:
         """The round's record once training is over. A round Flower moved past without aggregate_fit (SecAgg+
@@ -84,7 +132,7 @@ class StudyRounds:
         if record.seconds is None:
             record.seconds = time.time() - record.started
         if not self.fit_screened:
-            record.participants = Participants(dropped=sorted(self.asked),
+            record.participants = Participants(declined=dict(record.participants.declined), dropped=sorted(self.asked),
                                                outcome="not aggregated: the round failed; the global model is unchanged")
             self.fit_screened = True
         return record
@@ -97,14 +145,17 @@ class StudyRounds:
     # --- fit ---
 
     def configure_fit(self, server_round, parameters, client_manager):
-        self.record = RoundRecord(self.plan.name, self.phase_round(server_round), started=time.time())
+        if self.record is None or self.record.server_round != self.phase_round(server_round):  # no admission ran
+            self.record = RoundRecord(self.plan.name, self.phase_round(server_round), started=time.time())
+            self.admitted_nodes = None
         self.fit_screened = False
         config = self.round_config(server_round)
         if self.public_bank is not None:  # computed under this round's global model
             config["public_bank"] = self.public_bank(self.global_state)
         asked = [(proxy, FitIns(fit.parameters, {**fit.config, **config}))
                  for proxy, fit in super().configure_fit(server_round, parameters, client_manager)
-                 if not self.roster.has_declined(proxy.node_id)]
+                 if not self.roster.has_declined(proxy.node_id)
+                 and (self.admitted_nodes is None or proxy.node_id in self.admitted_nodes)]
         self.asked = {self.roster.site_of(proxy.node_id) for proxy, _ in asked}
         return asked
 
@@ -162,7 +213,8 @@ class StudyRounds:
         return mean
 
     def _screen_fit(self, results, failures, *, check: bool) -> tuple[list, list[SiteReport], Participants]:
-        participants = Participants(failed=len(failures))
+        before = self.record.participants  # the admission's declines and silent sites
+        participants = Participants(failed=len(failures), declined=dict(before.declined), rejected=dict(before.rejected))
         accepted, reports = [], []
         for proxy, fit in results:
             site, metrics, problem = self._identify(proxy, fit)
@@ -181,7 +233,7 @@ class StudyRounds:
             elif metrics.get(K.EXAMPLES):
                 participants.trained.append(site)
         participants.failed += len(participants.rejected)
-        participants.dropped = sorted(self.asked - {self.roster.site_of(proxy.node_id) for proxy, _ in results})
+        participants.dropped = sorted(set(before.dropped) | (self.asked - {self.roster.site_of(proxy.node_id) for proxy, _ in results}))
         return accepted, reports, participants
 
     def _identify(self, proxy, reply) -> tuple[str, dict, str | None]:

@@ -44,6 +44,9 @@ class SecAggSettings:
     clipping_range: float = 8.0  # weights are clipped to +-this before quantisation
     quantization_range: int = 2 ** 24
     timeout_s: float = 600.0  # a site silent this long in a stage counts as dropped; local training runs inside a stage
+    # the fewest sites whose updates a round may sum, per round and per model part: the sum of one update is that
+    # update (protocol/round_admission.py)
+    min_contributors: int = 2
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ def load_study_config(path: str | Path) -> StudyConfig:
     secagg_raw = raw.get("secagg", {})
     _known(path, secagg_raw, "secagg", {f.name for f in fields(SecAggSettings)})
     secagg = SecAggSettings(**secagg_raw)
+    if secagg.enabled and secagg.min_contributors < 2:
+        fail("secagg.min_contributors", "at least 2: a SecAgg+ sum of one site's update is that update",
+             secagg.min_contributors)
     public = _public_data(path, raw.get("public_data"))
     if study.get("dp", True) and any(p.name == "pretrain" for p in phases) and not (
             public and (public.pretrain_epochs or study.get("initial_checkpoint"))):

@@ -35,6 +35,7 @@ from rundb.writer import RunDatabase
 from server.public_data import PublicBankSource, public_sites, train_on_public_data
 from server.overlap_check import ask_sites, lab_fingerprints, refuse_panel_overlap
 from server.reference_panel import LabPanel, generations
+from server.round_admission import ask_admission, lab_mask_generator
 from server.secure_aggregation import fit_workflow
 from server.site_roster import SiteRoster
 from server.strategy import StudyRounds, make_strategy
@@ -184,7 +185,8 @@ class StudyRun:
         def fit_step(grid, context) -> None:
             flower_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
             self.begin_round(strategy.plan.name, strategy.phase_round(flower_round))
-            fit(grid, context)
+            if self.admit(grid, strategy, flower_round):
+                fit(grid, context)
             self.finish_fit(strategy)
 
         def evaluate_step(grid, context) -> None:
@@ -194,6 +196,15 @@ class StudyRun:
         return DefaultWorkflow(fit_workflow=fit_step, evaluate_workflow=evaluate_step)
 
     # --- one round ---
+
+    def admit(self, grid, strategy: StudyRounds, flower_round: int) -> bool:
+        """Ask the sites not barred from training whether they will train this round, before anyone does
+        (protocol/round_admission.py); False: too few would, and the round stops here."""
+        nodes = [node for node in grid.get_node_ids() if not self.roster.has_declined(node)]
+        answers, silent = ask_admission(grid, nodes, strategy.admission_config(flower_round),
+                                        lab_mask_generator(self.study.secagg.enabled),
+                                        timeout_s=min(self.study.secagg.timeout_s, 300.0))
+        return strategy.admit(flower_round, answers, silent)
 
     def public_step(self, phase: str) -> None:
         """The lab's public data for this phase, before its federated rounds."""
