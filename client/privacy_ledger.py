@@ -5,7 +5,9 @@ phase, study and restart, so the ε a site reports is always the total it has sp
   that the plan ends at the target ε; `make_private_with_epsilon` per round would restart at zero.
 - Before a round the site asks `check(...)`: if the round would take ε past the target, it is declined.
 - The ledger is append-only and hash-chained: every entry (σ fixed, steps spent, round declined, reset) carries
-  the hash of the one before. It is written atomically to two places on the site's volume. Every open checks
+  the HMAC-SHA256 of its body and of the one before, keyed with a site secret kept in the site's state folder
+  beside the primary copy (`ledger.key`, 0600), so that someone who can write both copies cannot rewrite them
+  consistently without that secret. It is written atomically to two places on the site's volume. Every open checks
   both copies against their chains and against each other; an edited, missing or diverging ledger raises
   `LedgerTampered`, and the site refuses to train until an operator restores a copy or runs the recorded
   `cardiacfl site ledger reset --reason ...`.
@@ -18,7 +20,9 @@ import contextlib
 import fcntl
 import getpass
 import hashlib
+import hmac
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +32,9 @@ from opacus.accountants import RDPAccountant
 
 from shared_models.atomic_files import atomic_write_bytes
 
-LEDGER_VERSION = 2
+LEDGER_VERSION = 3  # 2: the same chain, unkeyed SHA-256 (migrated once, while the site has no ledger key yet)
 GENESIS = "0" * 64
+KEY_FILE = "ledger.key"
 
 
 class LedgerTampered(RuntimeError):
@@ -102,10 +107,13 @@ class PrivacyLedger:
         """Read and verify the ledger (both copies). Both absent: a new, empty ledger."""
         path = Path(path)
         copy = Path(copy_path) if copy_path else None
-        if copy is not None and not copy.exists() and _is_version_1(path):
+        if copy is not None and not copy.exists() and _version(path) == 1:
             _migrate_version_1(path, site_id, copy)
-        primary = _read_chain(path, site_id)
-        second = _read_chain(copy, site_id) if copy else primary
+        if _version(path) == 2:
+            _migrate_version_2(path, site_id, copy)
+        key = ledger_key(path)
+        primary = _read_chain(path, site_id, key)
+        second = _read_chain(copy, site_id, key) if copy else primary
         if primary is None and second is None:
             entries = []
         elif primary is None or second is None:
@@ -200,14 +208,14 @@ class PrivacyLedger:
     def _append(self, entry: dict, save: bool = True) -> None:
         entry = {"seq": len(self.entries), "time": time.time(), **entry}
         entry["prev"] = self.entries[-1]["hash"] if self.entries else GENESIS
-        entry["hash"] = _entry_hash(entry)
+        entry["hash"] = _entry_hash(entry, ledger_key(self.path, create=True))
         self.entries.append(entry)
         if save:
             self.save()
 
     def save(self) -> None:
         """Write both copies; only ever extending what is on disk (append-only)."""
-        on_disk = _read_chain(self.path, self.site_id) or []
+        on_disk = _read_chain(self.path, self.site_id, ledger_key(self.path)) or []
         if self.entries[: len(on_disk)] != on_disk:
             raise LedgerTampered(f"{self.path}: the ledger on disk changed since it was read; refusing to overwrite it")
         data = json.dumps({"version": LEDGER_VERSION, "site_id": self.site_id, "entries": self.entries}, indent=1).encode()
@@ -216,12 +224,26 @@ class PrivacyLedger:
             atomic_write_bytes(self.copy_path, data)
 
 
-def _entry_hash(entry: dict) -> str:
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def ledger_key(path: Path, *, create: bool = False) -> bytes | None:
+    """The site's ledger secret, beside the primary copy; made (0600) with the first entry of a new ledger."""
+    key_path = Path(path).with_name(KEY_FILE)
+    if key_path.is_file():
+        return bytes.fromhex(key_path.read_text().strip())
+    if not create:
+        return None
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(os.urandom(32).hex())
+    return ledger_key(path)
 
 
-def _read_chain(path: Path | None, site_id: str) -> list[dict] | None:
+def _entry_hash(entry: dict, key: bytes | None) -> str:
+    body = json.dumps({k: v for k, v in entry.items() if k != "hash"}, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest() if key is not None else hashlib.sha256(body).hexdigest()
+
+
+def _read_chain(path: Path | None, site_id: str, key: bytes | None, version: int = LEDGER_VERSION) -> list[dict] | None:
     """The verified entries of one copy, None when the file does not exist."""
     if path is None or not path.is_file():
         return None
@@ -229,24 +251,45 @@ def _read_chain(path: Path | None, site_id: str) -> list[dict] | None:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise LedgerTampered(f"{path}: privacy ledger is unreadable: {err}") from err
-    if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION:
+    if not isinstance(data, dict) or data.get("version") != version:
         raise LedgerTampered(f"{path}: privacy ledger version {data.get('version') if isinstance(data, dict) else '?'!r}, "
-                             f"expected {LEDGER_VERSION}")
+                             f"expected {version}")
+    if version == LEDGER_VERSION and key is None and data.get("entries"):
+        raise LedgerTampered(f"{path}: the site's ledger key ({KEY_FILE} beside it) is missing: the chain cannot be checked")
     if data.get("site_id") != site_id:
         raise ValueError(f"{path}: privacy ledger belongs to site {data.get('site_id')!r}, not {site_id!r}")
     previous = GENESIS
     for index, entry in enumerate(data.get("entries", [])):
-        if entry.get("seq") != index or entry.get("prev") != previous or entry.get("hash") != _entry_hash(entry):
+        if (entry.get("seq") != index or entry.get("prev") != previous
+                or not hmac.compare_digest(str(entry.get("hash")), _entry_hash(entry, key))):
             raise LedgerTampered(f"{path}: privacy ledger entry {index} does not match its hash chain (edited or reordered)")
         previous = entry["hash"]
     return data.get("entries", [])
 
 
-def _is_version_1(path: Path) -> bool:
+def _version(path: Path) -> int | None:
     try:
-        return json.loads(path.read_text()).get("version") == 1
+        return json.loads(path.read_text()).get("version")
     except (OSError, ValueError, AttributeError):
-        return False
+        return None
+
+
+def _migrate_version_2(path: Path, site_id: str, copy: Path | None) -> None:
+    """An unkeyed chain of an earlier release, verified as it was, chained again under a new site key (kept as
+    `.v2` beside it). Only while the site has no key: with one, a version-2 ledger is a downgrade and refused."""
+    if ledger_key(path) is not None:
+        raise LedgerTampered(f"{path}: an unkeyed (version 2) ledger where this site already keys its ledger")
+    entries = _read_chain(path, site_id, None, version=2)
+    if copy is not None and copy.exists() and _read_chain(copy, site_id, None, version=2) != entries:
+        raise LedgerTampered(f"{path} and {copy}: the two privacy ledger copies diverge")
+    ledger = PrivacyLedger(path=path, site_id=site_id, target_epsilon=0.0, target_delta=0.0, copy_path=copy)
+    for old in [path, copy]:
+        if old is not None and old.exists():
+            old.rename(old.with_name(old.name + ".v2"))
+    for entry in entries or []:
+        ledger._append({k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")}, save=False)
+    ledger._append({"kind": "migrated", "from_version": 2}, save=False)
+    ledger.save()
 
 
 def _migrate_version_1(path: Path, site_id: str, copy: Path) -> None:

@@ -220,3 +220,68 @@ def test_a_budget_split_gives_each_phase_its_share_and_the_plan_ends_within_the_
     assert ledger.plan(plan, "finetune") == sigmas["finetune"] and ledger.plan(plan, "pretrain") == sigmas["pretrain"]
     with pytest.raises(ValueError, match="generator"):
         ledger.plan(plan, "generator")
+
+
+def _rechain(entries: list[dict], sign) -> list[dict]:
+    """The attack: rewrite the chain consistently, each entry's hash recomputed with `sign(body bytes)`."""
+    previous = "0" * 64
+    for entry in entries:
+        entry["prev"] = previous
+        body = json.dumps({k: v for k, v in entry.items() if k != "hash"}, sort_keys=True, separators=(",", ":")).encode()
+        entry["hash"] = previous = sign(body)
+    return entries
+
+
+@pytest.mark.parametrize("signer", ["sha256", "another key"])
+def test_rewriting_both_copies_consistently_needs_the_sites_ledger_key(tmp_path, signer):
+    """Before: the chain was unkeyed SHA-256, so whoever could write both copies could lower the spending and
+    recompute every hash; both copies agreed and the ledger opened."""
+    import hashlib
+    import hmac
+
+    path, copy, spent = _spent_ledger(tmp_path)
+    assert (path.parent / "ledger.key").stat().st_mode & 0o777 == 0o600
+    sign = (lambda body: hashlib.sha256(body).hexdigest()) if signer == "sha256" else \
+        (lambda body: hmac.new(b"x" * 32, body, hashlib.sha256).hexdigest())
+    for target in (path, copy):
+        data = json.loads(target.read_text())
+        data["entries"] = _rechain([e for e in data["entries"] if e["kind"] != "spend"], sign)  # ε back to 0
+        target.write_text(json.dumps(data))
+    with pytest.raises(LedgerTampered, match="hash chain"):
+        _open(path, copy)
+
+
+def test_a_ledger_without_its_key_or_downgraded_to_the_unkeyed_format_is_refused(tmp_path):
+    import hashlib
+
+    path, copy, _ = _spent_ledger(tmp_path)
+    key = path.parent / "ledger.key"
+    saved = key.read_bytes()
+    key.unlink()
+    with pytest.raises(LedgerTampered, match="key"):
+        _open(path, copy)
+    key.write_bytes(saved)
+    for target in (path, copy):  # the attacker's way round the key: an "earlier release's" unkeyed chain
+        data = json.loads(target.read_text())
+        data["version"] = 2
+        data["entries"] = _rechain([e for e in data["entries"] if e["kind"] != "spend"],
+                                   lambda body: hashlib.sha256(body).hexdigest())
+        target.write_text(json.dumps(data))
+    with pytest.raises(LedgerTampered, match="unkeyed"):
+        _open(path, copy)
+
+
+def test_an_unkeyed_ledger_of_the_earlier_release_is_keyed_once_and_keeps_its_spending(tmp_path):
+    import hashlib
+
+    path, copy, spent = _spent_ledger(tmp_path)
+    (path.parent / "ledger.key").unlink()
+    for target in (path, copy):  # what the earlier release wrote: the same entries, unkeyed SHA-256
+        data = json.loads(target.read_text())
+        data["version"] = 2
+        data["entries"] = _rechain(data["entries"], lambda body: hashlib.sha256(body).hexdigest())
+        target.write_text(json.dumps(data))
+    ledger = _open(path, copy)
+    assert ledger.epsilon == pytest.approx(spent) and ledger.entries[-1]["kind"] == "migrated"
+    assert (path.parent / "ledger.key").is_file() and path.with_name(path.name + ".v2").is_file()
+    assert _open(path, copy).epsilon == pytest.approx(spent)
