@@ -2,8 +2,10 @@
 
 - `start_lab_service`: the long-lived SuperLink (loopback only, TLS, SuperNode authentication) and the Fleet
   gateway on the lab's address, each site key of the lab's kit registered (again at every start: the SuperLink
-  keeps its state in memory), revoked keys unregistered, logs in files. Its state folder records the ports and
-  the node id of every site, which `submit`, `status` and `stop` read.
+  keeps its state in memory), logs in files. Its state folder records the ports and the node id of every site,
+  which `submit`, `status` and `stop` read. While it runs it watches the kit's revoked.txt: a site revoked with
+  `provision revoke` is unregistered from the SuperLink by its node id (the SuperLink then refuses that node)
+  and taken out of the state folder, so no later study includes it.
 - `submit_study`, `study_status`, `stop_study`: a study sent to, followed on and stopped at a running lab.
 """
 
@@ -69,8 +71,8 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
     try:
         with interrupt_on_signals():
             start_lab(processes, pki, env, paths.logs, superlink_port=superlink_port, fleet_listen=f"{host}:{port}")
+            # a revoked site's key is gone from site-keys/, so it is never registered here
             nodes = {site: register_site(str(key), site, env) for site, key in pki["site_keys"].items()}
-            _unregister_revoked(kit, nodes, env, status)
             record = {"superlink_port": superlink_port, "fleet": f"{host}:{port}", "db": db,
                       "checkpoints": str(paths.checkpoints), "site_nodes": nodes, "flwr_home": str(paths.flwr_home)}
             (paths.work / STATE_FILE).write_text(json.dumps(record, indent=2))
@@ -80,6 +82,7 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
                 ready(record)
             while True:
                 processes.check(status)
+                apply_revocations(kit, paths.work, env, status)
                 time.sleep(1.0)
     except (KeyboardInterrupt, StudyInterrupted):
         status("stopping the lab")
@@ -93,17 +96,30 @@ def _kit_address(kit: Path) -> str:
     return str(tomllib.loads((kit / "lab.toml").read_text())["lab"]["address"]) if (kit / "lab.toml").is_file() else "0.0.0.0"
 
 
-def _unregister_revoked(kit: Path, nodes: dict[str, int], env: dict, status: Callable[[str], None]) -> None:
-    """Sites in revoked.txt that this SuperLink still lists (registered before the revocation) are removed."""
+def revoked_sites(kit: Path) -> set[str]:
     revoked_file = kit / "revoked.txt"
     if not revoked_file.is_file():
-        return
-    revoked = {line.split("\t")[0] for line in revoked_file.read_text().splitlines() if line.strip()} - set(nodes)
-    listed = json.loads(flwr(["supernode", "list", "study", "--format", "json"], env)).get("nodes", [])
-    for node in listed:
-        if node.get("owner-name") in revoked:
-            flwr(["supernode", "unregister", str(node["node-id"]), "study"], env)
-            status(f"unregistered revoked site {node['owner-name']} (node {node['node-id']})")
+        return set()
+    return {line.split("\t")[0] for line in revoked_file.read_text().splitlines() if line.strip()}
+
+
+def apply_revocations(kit: Path, state: Path, env: dict, status: Callable[[str], None] = print) -> list[str]:
+    """Unregister every site of the running lab (state/lab.json) that the kit now lists as revoked, by the node
+    id its registration returned (Flower reports no owner name to match on), and drop it from lab.json."""
+    record_file = state / STATE_FILE
+    record = json.loads(record_file.read_text())
+    revoked = sorted(revoked_sites(kit) & set(record["site_nodes"]))
+    for site in revoked:
+        node = record["site_nodes"][site]
+        try:
+            flwr(["supernode", "unregister", str(node), "study"], env)
+        except RuntimeError as err:  # already gone from the SuperLink: still never offered a study again
+            status(f"revoked site {site}: the SuperLink did not unregister node {node} ({err})")
+        del record["site_nodes"][site]
+        status(f"revoked site {site}: node {node} unregistered; no later study includes it")
+    if revoked:
+        record_file.write_text(json.dumps(record, indent=2))
+    return revoked
 
 
 def lab_record(state: Path) -> dict:

@@ -111,8 +111,8 @@ def provision_study(out: Path, study: str, lab_address: str, sites: list[str], *
 
 
 def revoke(out: Path, site: str) -> None:
-    """Take a site's key off the lab's list (the lab refuses it from its next start on, and `lab start`
-    unregisters it from a SuperLink that still has it); recorded in lab/revoked.txt."""
+    """Take a site's key off the lab's list, recorded in lab/revoked.txt: a running lab unregisters the site's
+    node within a second (cardiacfl/lab.apply_revocations), and a restarted one never registers the key."""
     key = out / "lab" / "site-keys" / f"{site}.pub"
     if not key.is_file():
         raise FileNotFoundError(f"{key}: no key for site {site!r} in this lab kit")
