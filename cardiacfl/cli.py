@@ -373,11 +373,13 @@ def study_submit(
     from cardiacfl.lab import submit_study
 
     try:
-        run_id = submit_study(lab_state, _load_study(study), reference_panel, resume=resume)
+        run_id, digest = submit_study(lab_state, _load_study(study), reference_panel, resume=resume)
     except FileNotFoundError as err:
         raise fail(str(err), 2)
     except RuntimeError as err:
         raise fail(str(err), 1)
+    console.print(f"app {digest}: each site runs it only once its operator approved this hash "
+                  "(`cardiacfl site approve HASH --site-config ...`)", highlight=False)
     sys.stdout.write(f"{run_id}\n")
 
 
@@ -447,6 +449,50 @@ def site_start(
     except (SiteConfigError, FileNotFoundError, ValueError) as err:
         raise fail(str(err), 2)
     raise typer.Exit(code)
+
+
+@site_app.command("approve")
+def site_approve(
+    app_ref: str = typer.Argument(..., metavar="FAB", help="The app to approve: its FAB file, its source folder, or the "
+                                                           "SHA-256 the lab printed when it submitted the study."),
+    site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
+    note: str = typer.Option("", help="Why (kept with the approval)."),
+    revoke: bool = typer.Option(False, "--revoke", help="Take the approval back instead."),
+) -> None:
+    """Let this site's node run one app (by its FAB hash): the node refuses every other app before any of its code
+    runs or its files are written."""
+    from client.app_gate import app_hash, approve, approved_path, revoke_approval
+    from sitedata.site_config import SiteConfigError, load_site_config
+
+    try:
+        path = approved_path(load_site_config(site_config).state_dir)
+        digest = app_hash(app_ref)
+    except (SiteConfigError, ValueError) as err:
+        raise fail(str(err), 2)
+    if revoke:
+        found = revoke_approval(path, digest)
+        console.print(f"app {digest}: approval {'revoked' if found else 'was not on the list'} ({path})", highlight=False)
+        return
+    approve(path, digest, note=note or app_ref)
+    console.print(f"app {digest} approved for this site ({path}); a running node applies it to the next message",
+                  highlight=False)
+
+
+@site_app.command("approved")
+def site_approved(site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config.")) -> None:
+    """The apps this site's node may run."""
+    from client.app_gate import approved_apps, approved_path
+    from sitedata.site_config import SiteConfigError, load_site_config
+
+    try:
+        path = approved_path(load_site_config(site_config).state_dir)
+    except SiteConfigError as err:
+        raise fail(str(err), 2)
+    entries = approved_apps(path)
+    for entry in entries:
+        console.print(f"{entry['hash']}  {entry['approved_at']}  {entry['operator']}  {entry['note']}", highlight=False)
+    if not entries:
+        console.print(f"no app approved ({path}): the node refuses every study", highlight=False)
 
 
 @site_app.command("status")

@@ -183,6 +183,9 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
         status(f"starting SuperLink on 127.0.0.1:{port}{' (INSECURE)' if insecure else ' with TLS and site authentication'}")
         start_lab(processes, pki, env, paths.logs, superlink_port=port, fleet_listen=f"127.0.0.1:{fleet_port}", insecure=insecure)
         status(f"Fleet gateway on 127.0.0.1:{fleet_port} (Fleet API only; the Control API stays on loopback)")
+        # One operator runs every site here: each approves the app it is about to run (client/app_gate.py).
+        digest = approve_for_sites(sites.values(), note=f"local study {study.name}")
+        status(f"app {digest} approved for {len(sites)} local sites")
         site_nodes = {}
         if not insecure:
             for site, public_key in pki["site_keys"].items():
@@ -203,6 +206,17 @@ def run_study(study: StudyConfig, work: Path, *, insecure: bool = False, referen
         status(f"study submitted as Flower run {run_id}" + (f", resuming study #{resumed}" if resumed else ""))
         follow_study(paths, processes, run_id, env, after=submitted, status=status, progress=progress, resumed=resumed)
     return paths
+
+
+def approve_for_sites(site_configs, note: str, app: Path | None = None) -> str:
+    """Approve this project's app (its FAB hash) at each of these sites; returns the hash."""
+    from client.app_gate import app_hash, approve, approved_path
+    from sitedata.site_config import load_site_config
+
+    digest = app_hash(app or REPO)
+    for config in site_configs:
+        approve(approved_path(load_site_config(config).state_dir), digest, note=note)
+    return digest
 
 
 def resumable_study(db_path: Path, name: str) -> int | None:
@@ -281,9 +295,9 @@ def interrupt_on_signals():
             signal.signal(sig, old)
 
 
-def submit(run_config: str, env: dict, federation_config: str | None = None) -> int:
-    """`flwr run` the project as the study's app; returns Flower's run id."""
-    args = ["run", str(REPO), "study", "--run-config", run_config, "--format", "json"]
+def submit(run_config: str, env: dict, federation_config: str | None = None, app: Path | None = None) -> int:
+    """`flwr run` the project (or another app folder) as the study's app; returns Flower's run id."""
+    args = ["run", str(app or REPO), "study", "--run-config", run_config, "--format", "json"]
     if federation_config:
         args += ["--federation-config", federation_config]
     output = flwr(args, env)
@@ -303,6 +317,7 @@ def follow_study(paths: StudyPaths, processes: Processes, run_id: int, env: dict
     process is stopped first and the study is then marked `interrupted` with the round it reached."""
     from rundb.writer import mark_study_ended
 
+    processes.serverapp = None  # this run's ServerApp, not an earlier study's at the same lab
     try:
         with interrupt_on_signals():
             final, reason = _follow(paths.db, processes, progress, after=after, warn=status, resumed=resumed,

@@ -18,8 +18,9 @@ from client.restarts import keep_running
 from cardiacfl.deployment import Processes, flower_environment, free_port, interrupt_on_signals, site_node_command, StudyInterrupted
 
 WILL_SEND = ("model updates for the study's rounds, noised by this site's own DP-SGD within its own budget and "
-             "masked by secure aggregation; aggregate metrics (losses, counts, ε spent, AUROC/R² only with at least "
-             "privacy.min_eval_count patients per class)")
+             "masked by secure aggregation; aggregate metrics (counts, ε spent, validation loss and AUROC/R² only "
+             "with at least privacy.min_eval_count patients per class; no exact training loss); and only for an app "
+             "this site's operator approved (`cardiacfl site approve`)")
 NEVER_SENDS = ("ECGs, images, the manifest, subject identifiers, per-patient predictions, the privacy ledger, "
                "the DP noise")
 

@@ -131,17 +131,24 @@ def lab_record(state: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def submit_study(state: Path, study, reference_panel: Path | None = None, *, resume: bool = False) -> int:
-    """Send a study to the running lab; returns Flower's run id."""
+def submit_study(state: Path, study, reference_panel: Path | None = None, *, resume: bool = False,
+                 app: Path | None = None) -> tuple[int, str]:
+    """Send a study to the running lab -> (Flower's run id, the SHA-256 of the app's FAB, which each site must
+    have approved). `app`: the app folder (default: this project)."""
+    from client.app_gate import app_hash
+    from cardiacfl.deployment import REPO
+
     record = lab_record(state)
     paths = StudyPaths.under(state)
     paths.db = record["db"]  # a path or an SQLAlchemy URL: the ServerApp takes either
     run_config = study_run_config(study, paths, reference_panel, resume=resume, site_nodes=record["site_nodes"])
-    run_id = submit(run_config, flower_environment(Path(record["flwr_home"])))
+    digest = app_hash(app or REPO)
+    run_id = submit(run_config, flower_environment(Path(record["flwr_home"])), app=app)
     runs = paths.work / "runs.json"
     history = json.loads(runs.read_text()) if runs.is_file() else []
-    runs.write_text(json.dumps(history + [{"run_id": run_id, "study": study.name, "submitted": time.time()}], indent=2))
-    return run_id
+    runs.write_text(json.dumps(history + [{"run_id": run_id, "study": study.name, "submitted": time.time(),
+                                           "app": digest}], indent=2))
+    return run_id, digest
 
 
 def latest_study(db: str) -> dict:

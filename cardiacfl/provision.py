@@ -160,16 +160,19 @@ it proves to the coordinating lab that you are {site}.
 
 1. Describe your data: copy site-config.toml, set data_root to the folder with manifest.csv (README "Site
    data"), then check it:      cardiacfl data check --site-config site-config.toml
-2. Start the node:             cardiacfl site start --kit {site}.tar.gz --site-config site-config.toml
+2. Approve the study's app:    cardiacfl site approve HASH --site-config site-config.toml
+   (HASH: the SHA-256 the lab prints when it submits the study, or give the app's FAB file or source folder;
+   your node refuses every other app before any of its code runs)
+3. Start the node:             cardiacfl site start --kit {site}.tar.gz --site-config site-config.toml
    (or the container docker/site.Dockerfile, with the data and this kit mounted read-only)
-3. See what it has done:       cardiacfl site status --site-config site-config.toml
+4. See what it has done:       cardiacfl site status --site-config site-config.toml
 
 Network: the node opens one outbound TLS connection to the lab, {host}:{port}. Nothing connects to your hospital;
 no inbound port is needed.
 
 What leaves your site: model updates (masked by secure aggregation, noised by your own DP-SGD within your own
-privacy budget) and aggregate metrics (losses, counts, AUROC/R2 only above privacy.min_eval_count patients, the
-privacy spent). What never leaves: ECGs, images, manifests, identifiers, per-patient predictions, your privacy
+privacy budget) and aggregate metrics (counts, validation loss and AUROC/R2 only above privacy.min_eval_count
+patients, the privacy spent; no exact training loss). What never leaves: ECGs, images, manifests, identifiers, per-patient predictions, your privacy
 ledger and your DP noise. A round asking for less privacy than your config allows is declined.
 """
 

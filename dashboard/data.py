@@ -62,7 +62,8 @@ def studies(url: str) -> pd.DataFrame:
                           "started": pd.to_datetime(r.started, unit="s"),
                           "phases": [p["name"] for p in r.config.get("phases", [])],
                           "public_data": r.config.get("public_data"), "sites": r.config.get("sites", []),
-                          "resumes": r.config.get("resumes", [])} for r in queries.studies(engine(url))])
+                          "resumes": r.config.get("resumes", []),
+                          "app_hash": (r.config.get("app") or {}).get("fab_hash", "")} for r in queries.studies(engine(url))])
 
 
 def _joined(items: dict) -> str:
@@ -74,7 +75,8 @@ def _round_row(r) -> dict:
     return {"phase": r.phase, "round": r.server_round, "started": pd.to_datetime(r.started, unit="s"),
             "seconds": r.seconds, "trained": ", ".join(who.trained), "declined": _joined(who.declined),
             "failed": who.failed, "dropped": ", ".join(who.dropped), "outcome": who.outcome,
-            "rejected": _joined(who.all_rejected), "flags": _joined(who.all_flags), "model_hash": r.model_hash,
+            "rejected": _joined(who.all_rejected), "refused": _joined(who.refused), "flags": _joined(who.all_flags),
+            "model_hash": r.model_hash,
             "checkpoint": r.checkpoint, **{f"global/{k}": v for k, v in (r.global_metrics or {}).items()}}
 
 

@@ -20,6 +20,7 @@ class Participants:
     rejected: dict[str, str] = field(default_factory=dict)  # fit replies dropped by the server's screen, and why
     flags: dict[str, str] = field(default_factory=dict)  # accepted, but worth a look (a lifetime ε that went down)
     dropped: list[str] = field(default_factory=list)  # asked to train, never replied
+    refused: dict[str, str] = field(default_factory=dict)  # site -> why it would not run the lab's app at all
     outcome: str = AGGREGATED  # or PUBLIC_STEP, or "not aggregated: <why>; the global model is unchanged"
     part_weights: dict[str, float] = field(default_factory=dict)  # mean part weight (protocol/codec.py)
     evaluate_rejected: dict[str, str] = field(default_factory=dict)

@@ -19,17 +19,22 @@ def lab_mask_generator(secagg_enabled: bool) -> str:
 
 
 def ask_admission(grid, nodes: list[int], round_config: dict, mask_generator: str,
-                  timeout_s: float = 120.0) -> tuple[dict[int, Answer], list[int]]:
-    """-> (each answering node's answer, the nodes that did not answer)."""
+                  timeout_s: float = 120.0) -> tuple[dict[int, Answer], dict[int, str], list[int]]:
+    """-> (each answering node's answer, each node's error reply (for example a site that refused to run this
+    app: client/app_gate.py), the nodes that did not answer)."""
     query = {k: v for k, v in round_config.items() if k != "public_bank"} | {round_admission.MASK_PRG: mask_generator}
     messages = [Message(RecordDict({round_admission.RECORD: ConfigRecord(dict(query))}), dst_node_id=node,
                         message_type=MessageType.QUERY) for node in nodes]
     answers: dict[int, Answer] = {}
+    errors: dict[int, str] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout_s) if messages else []:
-        if reply.has_error() or round_admission.RECORD not in reply.content.config_records:
+        if reply.has_error():
+            errors[reply.metadata.src_node_id] = str(reply.error.reason)
+            continue
+        if round_admission.RECORD not in reply.content.config_records:
             continue
         try:
             answers[reply.metadata.src_node_id] = Answer.from_record(reply.content.config_records[round_admission.RECORD])
         except (KeyError, ValueError):
             continue  # a malformed answer counts as none
-    return answers, [node for node in nodes if node not in answers]
+    return answers, errors, [node for node in nodes if node not in answers and node not in errors]

@@ -89,11 +89,14 @@ class StudyRounds:
     def min_contributors(self) -> int:
         return self.study.secagg.min_contributors if self.study.secagg.enabled else 1
 
-    def admit(self, flower_round: int, answers: dict[int, Answer], silent: list[int]) -> bool:
-        """Decide who trains this round from the sites' admission answers (nodes the roster does not recognise
-        count as silent). False: the round stops before anyone trains, its record saying why."""
+    def admit(self, flower_round: int, answers: dict[int, Answer], silent: list[int],
+              errors: dict[int, str] | None = None) -> bool:
+        """Decide who trains this round from the sites' admission answers (answers the roster does not accept
+        are dropped; error replies, such as a site refusing the lab's app, are recorded as refusals). False: the
+        round stops before anyone trains, its record saying why."""
         self.record = RoundRecord(self.plan.name, self.phase_round(flower_round), started=time.time())
         self.fit_screened = False
+        self.record.participants.refused = {self.roster.site_of(node): reason for node, reason in (errors or {}).items()}
         named: list[Answer] = []
         for node, answer in answers.items():
             site, problem = self.roster.identify(node, {K.SITE: answer.site})
@@ -214,7 +217,8 @@ class StudyRounds:
 
     def _screen_fit(self, results, failures, *, check: bool) -> tuple[list, list[SiteReport], Participants]:
         before = self.record.participants  # the admission's declines and silent sites
-        participants = Participants(failed=len(failures), declined=dict(before.declined), rejected=dict(before.rejected))
+        participants = Participants(failed=len(failures), declined=dict(before.declined), rejected=dict(before.rejected),
+                                    refused=dict(before.refused))
         accepted, reports = [], []
         for proxy, fit in results:
             site, metrics, problem = self._identify(proxy, fit)

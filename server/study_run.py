@@ -120,6 +120,8 @@ class StudyRun:
 
     def run(self, grid, context) -> None:
         try:
+            # the app this study runs as, by the hash each site must have approved (client/app_gate.py)
+            self.db.note_config(self.study_id, "app", {"fab_hash": str(getattr(grid.run, "fab_hash", ""))})
             self.check_overlap(grid)
             for phase in PHASES:
                 self.run_phase(grid, context, phase)
@@ -185,7 +187,7 @@ class StudyRun:
         def fit_step(grid, context) -> None:
             flower_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
             self.begin_round(strategy.plan.name, strategy.phase_round(flower_round))
-            if self.admit(grid, strategy, flower_round):
+            if self.admit(grid, context, strategy, flower_round):
                 fit(grid, context)
             self.finish_fit(strategy)
 
@@ -197,14 +199,17 @@ class StudyRun:
 
     # --- one round ---
 
-    def admit(self, grid, strategy: StudyRounds, flower_round: int) -> bool:
-        """Ask the sites not barred from training whether they will train this round, before anyone does
-        (protocol/round_admission.py); False: too few would, and the round stops here."""
-        nodes = [node for node in grid.get_node_ids() if not self.roster.has_declined(node)]
-        answers, silent = ask_admission(grid, nodes, strategy.admission_config(flower_round),
-                                        lab_mask_generator(self.study.secagg.enabled),
-                                        timeout_s=min(self.study.secagg.timeout_s, 300.0))
-        return strategy.admit(flower_round, answers, silent)
+    def admit(self, grid, context, strategy: StudyRounds, flower_round: int) -> bool:
+        """Ask the connected sites not barred from training whether they will train this round, before anyone
+        does (protocol/round_admission.py); False: too few would, and the round stops here. Like Flower's own
+        sampling, it first waits for the plan's minimum of connected sites."""
+        context.client_manager.wait_for(strategy.plan.min_sites)
+        nodes = [proxy.node_id for proxy in context.client_manager.all().values()
+                 if not self.roster.has_declined(proxy.node_id)]
+        answers, errors, silent = ask_admission(grid, nodes, strategy.admission_config(flower_round),
+                                                lab_mask_generator(self.study.secagg.enabled),
+                                                timeout_s=min(self.study.secagg.timeout_s, 300.0))
+        return strategy.admit(flower_round, answers, silent, errors)
 
     def public_step(self, phase: str) -> None:
         """The lab's public data for this phase, before its federated rounds."""

@@ -1,4 +1,5 @@
-"""Audit: every round with participants, declined, failed and rejected replies (and why), flags such as a site
+"""Audit: the app the study runs (its FAB hash, which every site must have approved), every round with
+participants, declined, failed and rejected replies and sites that refused the app (and why), flags such as a site
 whose lifetime ε went down, model hash and checkpoint; CSV export."""
 
 import pandas as pd
@@ -13,14 +14,18 @@ rounds = data.rounds(url, study_id)
 if rounds.empty:
     st.info("No rounds recorded yet.")
     st.stop()
-columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "dropped", "failed", "rejected", "flags",
-           "model_hash", "checkpoint"]
-table = rounds[columns]
+columns = ["phase", "round", "started", "seconds", "outcome", "trained", "declined", "dropped", "failed", "rejected",
+           "refused", "flags", "model_hash", "checkpoint"]
+table = rounds.reindex(columns=columns, fill_value="")
+study = data.studies(url).set_index("id").loc[study_id]
+if study.get("app_hash"):
+    st.markdown(f"App run by this study: `{study['app_hash']}` (a site runs it only once its operator approved this hash)")
+for row in table[table["refused"] != ""].itertuples():
+    st.error(f"{row.phase} round {row.round}: refused the lab's app: {row.refused}")
 for row in table[table["flags"] != ""].itertuples():
     st.warning(f"{row.phase} round {row.round}: {row.flags}")
 for row in table[table["rejected"] != ""].itertuples():
     st.error(f"{row.phase} round {row.round}: replies dropped: {row.rejected}")
-study = data.studies(url).set_index("id").loc[study_id]
 for resume in study["resumes"]:
     st.info(f"Resumed at {pd.to_datetime(resume['at'], unit='s'):%Y-%m-%d %H:%M:%S} UTC after the study {resume['after']}: "
             f"{resume['reason']}")
