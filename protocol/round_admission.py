@@ -50,13 +50,13 @@ class Decision:
 
 def decide(answers: list[Answer], silent: list[str], min_contributors: int) -> Decision:
     decision = Decision(declined={a.site: a.reason for a in answers if not a.accept}, silent=sorted(silent))
-    accepting = [a for a in answers if a.accept]
+    accepting = [a for a in answers if a.accept and a.parts]
     trainers: dict[str, int] = {}
     for answer in accepting:
         for part in answer.parts:
             trainers[part] = trainers.get(part, 0) + 1
-    decision.frozen_parts = sorted(p for p, n in trainers.items() if n < min_contributors)
-    contributing = [a for a in accepting if a.parts - set(decision.frozen_parts)]
+    frozen = sorted(p for p, n in trainers.items() if n < min_contributors)
+    contributing = [a for a in accepting if a.parts - set(frozen)] if len(accepting) >= min_contributors else accepting
     if len(contributing) < min_contributors:
         why = "; ".join(f"{site} declined: {reason}" for site, reason in sorted(decision.declined.items()))
         decision.stop = (f"not aggregated: the round did not start: {len(contributing)} site(s) would contribute, a round needs at least "
@@ -64,4 +64,5 @@ def decide(answers: list[Answer], silent: list[str], min_contributors: int) -> D
                          + "; nobody trained and the global model is unchanged")
         return decision
     decision.admitted = sorted(a.site for a in contributing)
+    decision.frozen_parts = frozen
     return decision

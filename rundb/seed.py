@@ -23,7 +23,8 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
     names = [f"hospital-{i:02d}" for i in range(sites)]
     enrolled = [*names, "hospital-silent"]  # enrolled, never reported: the dashboard must still show it
     study_id = db.start_study("seeded", "small", {"phases": [{"name": p, "rounds": n} for p, n in zip(phases, per_phase)],
-                                                  "public_data": public, "sites": enrolled}, total_rounds=rounds)
+                                                  "public_data": public, "sites": enrolled,
+                                                  "app": {"fab_hash": "5e" * 32}}, total_rounds=rounds)
     for phase in phases:  # the lab's step on its public data before each phase, as the study runner records it
         db.record_round(study_id, RoundRecord(f"public-{phase}", 0, started=1.79e9, seconds=30.0,
                                               participants=Participants(public={"examples": 600, "epochs": 30},
@@ -48,7 +49,7 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
                 reports.append(SiteReport(s, "fit", 0 if over else 100, plain({
                     K.SITE: s, K.EXAMPLES: 0 if over else 100, K.DECLINED: int(over), K.REASON: declined.get(s, ""),
                     K.EPSILON: epsilon[s], K.TARGET_EPSILON: budgets[s], K.DELTA: 1e-5, K.NOISE_MULTIPLIER: 1.1,
-                    K.MAX_GRAD_NORM: 1.0, K.LOSS: float(1 / step + rng.random() * 0.05), K.SECONDS: 5.0})))
+                    K.MAX_GRAD_NORM: 1.0, K.DP_LOSS: float(1 / step + rng.random() * 0.05), K.SECONDS: 5.0})))
                 reports.append(SiteReport(s, "evaluate", 30, plain({
                     K.SITE: s, K.NUM_EXAMPLES: 30, K.LOSS: float(1 / step + rng.random() * 0.1),
                     K.MEAN_AUROC: float(0.5 + 0.3 * step / rounds + rng.random() * 0.05),
@@ -57,7 +58,9 @@ def seed_study(url: str, *, rounds: int = 6, sites: int = 3, generations: bool =
             participants = Participants(trained=trained, declined=declined, failed=int(step == 2),
                                         # one round shows what the audit page warns about
                                         rejected={"node-9": "node 9 is not a registered site"} if step == 2 else {},
-                                        flags={names[0]: "lifetime ε went down from 3.000 to 0.100"} if step == 2 else {})
+                                        flags={names[0]: "lifetime ε went down from 3.000 to 0.100"} if step == 2 else {},
+                                        refused={"hospital-silent": "app 1f2e... is not approved by this site's operator"}
+                                        if step == 3 else {})
             db.record_round(study_id, RoundRecord(
                 phase, r, started=t0 + step * 10, seconds=9.0 + rng.random(), participants=participants,
                 site_reports=reports, model_hash=f"{step:016x}", checkpoint=f"checkpoints/{phase}_round{r}.pt",

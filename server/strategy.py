@@ -104,6 +104,9 @@ class StudyRounds:
                 self.record.participants.rejected[site] = f"admission answer dropped: {problem}"
                 continue
             named.append(Answer(site, answer.accept, answer.reason, answer.parts, answer.epsilon))
+        asked = {answer.site for answer in named}
+        named += [Answer(site, False, f"{reason} (declined earlier in this study; not asked again)")
+                  for site, reason in self.roster.declined_sites.items() if site not in asked]
         nodes = {self.roster.site_of(node): node for node in answers}
         decision = decide(named, [self.roster.site_of(node) for node in silent], self.min_contributors())
         self.frozen_parts = decision.frozen_parts
@@ -112,7 +115,7 @@ class StudyRounds:
         participants.declined = dict(decision.declined)
         participants.dropped = list(decision.silent)
         for answer in named:
-            if not answer.accept:
+            if not answer.accept and answer.site in asked:
                 self.roster.declined(answer.site, answer.reason)
                 metrics = {K.SITE: answer.site, K.PHASE: self.plan.name, K.ROUND: self.record.server_round,
                            K.DECLINED: 1, K.REASON: answer.reason, K.EXAMPLES: 0}

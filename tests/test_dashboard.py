@@ -98,6 +98,7 @@ def test_every_page_renders_its_key_elements(seeded_db, page, expected):
     if page == "views/audit.py":
         assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 9  # 6 rounds and the 3 public steps
         assert "not a registered site" in _text(at) and "went down" in _text(at)
+        assert "refused the lab's app" in _text(at) and "5e" * 32 in _text(at)  # and the app the study ran
 
 
 def test_the_references_page_shows_the_study_beside_the_benchmark_arms(seeded_db, tmp_path, monkeypatch):

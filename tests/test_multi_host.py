@@ -216,8 +216,14 @@ def test_a_study_across_hosts_with_a_cut_link_and_a_refused_stranger(tmp_path, t
         rogue_config = tmp_path / "cohort" / "site_configs" / "rogue.toml"
         rogue_config.write_text((tmp_path / "cohort" / "site_configs" / "hospital-c.toml").read_text()
                                 .replace('id = "hospital-c"', 'id = "rogue"').replace("../hospital-c", "../rogue"))
+        from client.app_gate import app_hash
+
+        digest = app_hash(REPO)  # what `study submit` will print
         for site in ("hospital-a", "hospital-b", "hospital-c", "rogue"):
             config = tmp_path / "cohort" / "site_configs" / f"{site}.toml"
+            approved = subprocess.run([sys.executable, "-m", "cardiacfl.cli", "site", "approve", digest,
+                                       "--site-config", str(config)], cwd=REPO, capture_output=True, text=True)
+            assert approved.returncode == 0, approved.stderr  # each hospital's operator approves the study's app
             processes[site] = network.run(site, ["site", "start", "--kit", str(kits / "kits" / f"{site}.tar.gz"),
                                                  "--site-config", str(config), "--threads", "1"], logs / f"{site}.log")
         node_logs = [node_log(load_site_config(tmp_path / "cohort" / "site_configs" / f"{site}.toml"))
