@@ -1,7 +1,7 @@
 """What a site may release of its validation metrics. They are computed without DP, so a metric over a handful
 of patients is close to a statement about one of them (an AUROC over one positive is that patient's rank). A
 metric leaves the site only when every class it rests on has at least `min_count` patients. Below `min_count`
-validation patients nothing leaves but "withheld" and a coarse count ("<20"): not the loss, not the exact count.
+validation patients nothing leaves but a withheld flag and a coarse count ("<20"): not the loss, not the exact count.
 
 What remains: above the floor the loss and the exact count leave, and a metric over `min_count` patients still
 moves when one of them is added or removed; these are not DP guarantees (README, threat model).

@@ -167,8 +167,7 @@ def frozen(rc: RoundConfig) -> set[str]:
 def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.ndarray], rc: RoundConfig, metrics: dict,
            started: float) -> list[np.ndarray]:
     """One phase of the one training loop at this site; fills `metrics`, raises Declined."""
-    refusal = policy_refusal(rc, config)
-    if refusal:
+    if (refusal := policy_refusal(rc, config)):
         raise Declined(refusal)
     data = phase_dataset(site, rc.phase, seed=rc.seed + rc.server_round)
     has_cmr = site_has_cmr(site)
@@ -180,8 +179,8 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
     if distributed:  # one linear noisy step (client/distributed_dp.py); every site sends every part of the phase
         options = dataclasses.replace(options, max_steps=1, optimizer="sgd", proximal_mu=0.0)
         has_cmr = True  # a site without pairs still adds its noise share to the CMR-side parts
-    trainable = trainable_parts(options, has_cmr=has_cmr, model=model) if len(data) or distributed else set()
-    trainable = {name for name in trainable if name.split(".")[0] not in frozen(rc)}
+    trainable = {name for name in (trainable_parts(options, has_cmr=has_cmr, model=model) if len(data) or distributed else set())
+                 if name.split(".")[0] not in frozen(rc)}
     parts = top_level_parts(trainable)
     if not parts:
         metrics.update({K.EXAMPLES: 0, K.REASON: f"nothing to train in {rc.phase} at this site"})
@@ -197,17 +196,7 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
         return train_phase(model, loader, options, has_cmr=has_cmr, pos_weight=pos_weight, public_bank=bank,
                            privatize=privatize)
 
-    def release(ledger) -> None:  # the round's loss, noised, within the budget (client/loss_release.py)
-        from client.loss_release import release_loss
-
-        device = resolve_device(options.device)
-        objective = PhaseObjective(model, options, pos_weight, None if bank is None else bank.to(device)).to(device)
-        value = release_loss(ledger, objective, data, noise_multiplier=config.privacy.loss_noise_multiplier,
-                             bound=config.privacy.loss_bound, device=device, study=rc.study,
-                             phase=rc.phase, server_round=rc.server_round)
-        if value is not None:
-            metrics[K.DP_LOSS], metrics[K.EPSILON] = value, ledger.epsilon
-
+    release = _loss_release(config, rc, PhaseObjective(model, options, pos_weight, bank), data, metrics)
     # Without DP only where the site's policy allows it (policy_refusal above).
     if distributed:
         result = _train_distributed_share(config, rc, len(data), metrics, train, release, model, trainable)
@@ -226,6 +215,22 @@ def _train(config: SiteConfig, site: PreparedSite, global_state: dict[str, np.nd
     if problem:
         raise Declined(f"this site's own update failed its checks ({problem}); not sent")
     return update
+
+
+def _loss_release(config: SiteConfig, rc: RoundConfig, objective: PhaseObjective, data: Dataset, metrics: dict):
+    """ledger -> None: the round's loss, noised, within the budget (client/loss_release.py), into `metrics`."""
+    def release(ledger) -> None:
+        from client.loss_release import release_loss
+
+        device = resolve_device(objective.options.device)
+        if objective.public_bank is not None:
+            objective.public_bank = objective.public_bank.to(device)
+        value = release_loss(ledger, objective.to(device), data, noise_multiplier=config.privacy.loss_noise_multiplier,
+                             bound=config.privacy.loss_bound, device=device, study=rc.study, phase=rc.phase,
+                             server_round=rc.server_round)
+        if value is not None:
+            metrics[K.DP_LOSS], metrics[K.EPSILON] = value, ledger.epsilon
+    return release
 
 
 def _public_bank(rc: RoundConfig) -> PublicBank:

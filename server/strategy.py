@@ -275,7 +275,7 @@ class StudyRounds:
                 participants.evaluate_flags[site] = flag
             accepted.append((proxy, reply))
             self.record.site_reports.append(SiteReport(site, "evaluate", int(reply.num_examples), metrics))
-        # A site below its release floor sent "withheld" and no count: nothing of it enters the means.
+        # A site below its release floor withheld its metrics and count: nothing of it enters the means.
         counted = [(proxy, reply) for proxy, reply in accepted if reply.num_examples > 0]
         if not counted:
             return None, {}

@@ -121,7 +121,7 @@ class StudyRun:
     def run(self, grid, context) -> None:
         try:
             # the app this study runs as, by the hash each site must have approved (client/app_gate.py)
-            self.db.note_config(self.study_id, "app", {"fab_hash": str(getattr(grid.run, "fab_hash", ""))})
+            self.db.note_config(self.study_id, "app", {"fab_hash": str(getattr(getattr(grid, "run", None), "fab_hash", ""))})
             self.check_overlap(grid)
             for phase in PHASES:
                 self.run_phase(grid, context, phase)
