@@ -437,13 +437,18 @@ def site_start(
     kit: Path = typer.Option(..., help="This hospital's kit from the lab: the archive (kits/<site>.tar.gz) or its unpacked folder."),
     site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
     threads: int = typer.Option(0, min=0, help="torch threads for the site's worker (0: torch's choice)."),
+    approve_app: list[str] = typer.Option([], "--approve", help="Approve this app hash first (as `site approve`; "
+                                                                "for containers). Repeatable."),
 ) -> None:
     """Check the data, then run this hospital's node (SuperNode + warm worker) against the lab, reconnecting
     with backoff while the lab is unreachable, until Ctrl-C or SIGTERM."""
     from cardiacfl.hospital import start_site
-    from sitedata.site_config import SiteConfigError
+    from client.app_gate import approve, approved_path
+    from sitedata.site_config import SiteConfigError, load_site_config
 
     try:
+        for digest in approve_app:
+            approve(approved_path(load_site_config(site_config).state_dir), digest, note="site start --approve")
         code = start_site(kit, site_config, threads=threads or None,
                           status=lambda line: console.print(line, highlight=False, soft_wrap=True))
     except (SiteConfigError, FileNotFoundError, ValueError) as err:
