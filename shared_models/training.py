@@ -167,8 +167,10 @@ class PhaseObjective(nn.Module):
             return finetune_losses(model, batch, self.pos_weight)
         if options.alignment == "infonce":
             raise ValueError("InfoNCE has no per-sample loss: each term depends on the whole batch")
-        return (model.masked_ecg_loss(batch) + model.masked_cmr_loss(batch)
-                + options.alignment_weight * model.public_bank_loss(batch, self.public_bank))
+        loss = model.masked_ecg_loss(batch) + model.masked_cmr_loss(batch)
+        if self.public_bank is None:  # a site without pairs: its alignment term is 0
+            return loss
+        return loss + options.alignment_weight * model.public_bank_loss(batch, self.public_bank)
 
     def forward(self, batch: dict) -> torch.Tensor:
         model, options = self.model, self.options
@@ -179,6 +181,8 @@ class PhaseObjective(nn.Module):
         loss = _mean(model.masked_ecg_loss(batch)) + _mean(model.masked_cmr_loss(batch))
         if options.alignment == "infonce":
             return loss + options.alignment_weight * model.contrastive_loss(batch)
+        if self.public_bank is None:  # a site without pairs (train_phase allows it only then): the term is 0
+            return loss
         return loss + options.alignment_weight * _mean(model.public_bank_loss(batch, self.public_bank))
 
 
@@ -216,7 +220,7 @@ def train_phase(
     if privatize is not None and options.phase == "pretrain" and options.alignment == "infonce":
         raise ValueError("InfoNCE couples the samples of a batch, so per-sample clipping does not bound one "
                          "sample's influence: use alignment='public-bank' with DP")
-    if options.phase == "pretrain" and options.alignment == "public-bank" and public_bank is None:
+    if options.phase == "pretrain" and options.alignment == "public-bank" and public_bank is None and has_cmr:
         raise ValueError("alignment='public-bank' needs the bank of public pair embeddings sent with the round")
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)

@@ -250,3 +250,26 @@ def test_a_paired_gain_is_zero_against_itself_and_has_its_own_interval(loader):
     gain = paired_gains(trained, model, fixed, "finetune", bootstrap=30)
     assert gain["gain/mean_auroc"] != 0 and gain["gain/mean_auroc_low"] <= gain["gain/mean_auroc"] <= gain["gain/mean_auroc_high"]
     assert set(paired_gains(trained, model, fixed, "pretrain")) == {"gain/retrieval_top5"}
+
+
+def test_a_dp_pretraining_round_at_a_site_without_pairs_trains_its_ecg_parts(tiny_cohort_template):
+    """Before: an ECG-only site's DP pretraining round raised 'needs the bank of public pair embeddings' (its
+    pairs' alignment term is 0 and the bank is not sent to it), and the site failed every pretraining round."""
+    from client.privacy import OpacusPrivatizer
+    from client.site_round import phase_dataset
+    from shared_models.cardiacnets import build_model
+    from shared_models.training import TrainOptions, train_phase
+    from sitedata.site_config import load_site_config
+    from sitedata.site_data import prepare_site
+
+    site = prepare_site(load_site_config(tiny_cohort_template / "site_configs" / "hospital-a.toml"))
+    model = build_model("tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    privatizer = OpacusPrivatizer(noise_multiplier=1.0, max_grad_norm=1.0)
+    result = train_phase(model, DataLoader(phase_dataset(site, "pretrain"), batch_size=4),
+                         TrainOptions(phase="pretrain", alignment="public-bank"), has_cmr=False, privatize=privatizer)
+    privatizer.close()
+    after = model.state_dict()
+    assert result.steps > 0
+    assert any(not torch.equal(after[k], before[k]) for k in before if k.startswith("ecg_encoder."))
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("cmr_encoder."))
