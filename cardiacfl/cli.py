@@ -501,11 +501,19 @@ def site_approved(site_config: Path = typer.Option(..., "--site-config", help="T
 
 
 @site_app.command("status")
-def site_status_command(site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config.")) -> None:
+def site_status_command(
+    site_config: Path = typer.Option(..., "--site-config", help="The site's TOML config."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
     """The site's privacy spent (lifetime), its last rounds, and whether its node is running."""
+    import json
+
     from cardiacfl.hospital import site_status
 
     status = site_status(site_config)
+    if as_json:
+        sys.stdout.write(json.dumps(status) + "\n")
+        return
     console.print(f"{status['site']}: node {status['node']}; ε spent {status.get('epsilon', float('nan')):.3f} of "
                   f"{status['budget']:g}{'; ledger ' + status['ledger'] if 'ledger' in status else ''}", highlight=False)
     for entry in status.get("last_rounds", []):
@@ -552,6 +560,21 @@ def _run_with_progress(config, run) -> None:
     print_summary(paths.db)
 
 
+@app.command("app-hash")
+def app_hash_command(
+    app_folder: Path = typer.Argument(None, help="The app folder (default: this installed project, the app `study submit` sends)."),
+) -> None:
+    """Print the SHA-256 of the app's FAB: what `study submit` prints and each hospital approves (`site approve`,
+    `site start --approve`). Run it in the lab's image to know the hash before a study is submitted."""
+    from cardiacfl.deployment import REPO
+    from client.app_gate import app_hash
+
+    folder = app_folder or REPO
+    if not (folder / "pyproject.toml").is_file():
+        raise fail(f"{folder}: not an app folder (no pyproject.toml)", 2)
+    sys.stdout.write(app_hash(folder) + "\n")
+
+
 @app.command()
 def dashboard(
     db: str = typer.Option(str(RUN_FOLDER / "study.db"), help="Run database: a SQLite file or an SQLAlchemy URL (default: what `study run` writes)."),
@@ -566,8 +589,9 @@ def dashboard(
     env = dict(os.environ, CARDIACFL_RUN_DB=db if "://" in db else str(Path(db).resolve()))
     if utility is not None:
         env["CARDIACFL_UTILITY_JSON"] = str(utility.resolve())
-    if not env.get("CARDIACFL_DASHBOARD_PASSWORD"):
-        console.print("[yellow]note:[/yellow] set CARDIACFL_DASHBOARD_PASSWORD (or [dashboard] password in Streamlit secrets); "
+    if not env.get("CARDIACFL_DASHBOARD_PASSWORD") and not env.get("CARDIACFL_DASHBOARD_PASSWORD_FILE"):
+        console.print("[yellow]note:[/yellow] set CARDIACFL_DASHBOARD_PASSWORD_FILE or CARDIACFL_DASHBOARD_PASSWORD (or "
+                      "[dashboard] password in Streamlit secrets); "
                       "the dashboard shows no study data without it")
     app_path = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     console.print(f"dashboard on http://{host}:{port} reading {db}")

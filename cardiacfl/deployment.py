@@ -241,13 +241,16 @@ def flwr(args: list[str], env: dict) -> str:
 
 
 def start_lab(processes: Processes, pki: dict, env: dict, logs: Path, *, superlink_port: int, fleet_listen: str,
-              insecure: bool = False) -> None:
+              insecure: bool = False, database: Path | None = None) -> None:
     """The lab's long-lived processes: the SuperLink on loopback (its Control API must not be reachable from the
-    network) and the Fleet gateway on `fleet_listen`, the only address hospitals connect to."""
+    network) and the Fleet gateway on `fleet_listen`, the only address hospitals connect to. With `database` the
+    SuperLink keeps its state (registered sites, runs, messages) in that SQLite file, so a restarted lab knows
+    its sites and runs; without it, in memory."""
     tls = ["--insecure"] if insecure else ["--ssl-ca-certfile", str(pki["ca"]), "--ssl-certfile", str(pki["superlink_cert"]),
                                            "--ssl-keyfile", str(pki["superlink_key"]), "--enable-supernode-auth"]
+    state = ["--database", str(database)] if database else []
     processes.start("superlink", [flower_bin("flower-superlink"), "--host", "127.0.0.1", "--port", str(superlink_port),
-                                  "--disable-runtime-dependency-installation", *tls], env, logs / "superlink.log")
+                                  "--disable-runtime-dependency-installation", *state, *tls], env, logs / "superlink.log")
     wait_for_port(superlink_port, processes)
     gateway_tls = ["--insecure"] if insecure else ["--ca", str(pki["ca"]), "--cert", str(pki["superlink_cert"]),
                                                    "--key", str(pki["superlink_key"])]
@@ -261,7 +264,13 @@ def register_site(public_key: str, site: str, env: dict) -> int:
     """Register a site's SuperNode key with the SuperLink (lab credentials: the loopback connection) and return
     the node id the SuperLink assigned, which is how the server knows who a reply came from."""
     reply = json.loads(flwr(["supernode", "register", public_key, "study", "--name", site, "--format", "json"], env))
+    if "node-id" not in reply:  # Flower answers a refusal as JSON too ("Public key already in use", ...)
+        raise SiteKeyRefused(f"registering {site}'s key with the SuperLink failed: {reply.get('error', reply)}")
     return int(reply["node-id"])
+
+
+class SiteKeyRefused(RuntimeError):
+    """The SuperLink did not register a site key (for one: it is registered already)."""
 
 
 def wait_for_port(port: int, processes: Processes, timeout: float = 60, host: str = "127.0.0.1") -> None:
@@ -307,6 +316,8 @@ def submit(run_config: str, env: dict, federation_config: str | None = None, app
 def flower_run_status(run_id: int, env: dict) -> str:
     """Flower's own status of the run ('running', 'finished:completed', 'finished:failed', ...)."""
     reply = json.loads(flwr(["ls", "study", "--run-id", str(run_id), "--format", "json"], env))
+    if not reply.get("runs"):  # a SuperLink that lost its state (no --database) or a run id it never had
+        return f"unknown to the SuperLink ({reply.get('error', 'no such run')})"
     return str(reply["runs"][0]["status"])
 
 

@@ -1,7 +1,9 @@
 """A hospital's side of a deployed study: `site start` checks the data, unpacks the kit into the site's state
 folder, says what the node will and will never send, and keeps the site node (SuperNode + warm worker,
-client/site_node.py) connected to the lab, starting it again with backoff while the lab is unreachable.
-`site status` shows the site's privacy ledger, its last rounds and whether its node is up.
+client/site_node.py) connected to the lab. A lab that goes away and comes back (a restart keeps its SuperLink state) is reconnected by Flower's own retries
+within about 20 s of its return, the node and its warm worker staying up; a node that exits (the lab refused its
+key) is started again with backoff. `site status` shows the site's privacy ledger, its last rounds and whether
+its node is up.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def unpack_kit(archive: Path, site_id: str, state_dir: Path) -> dict:
     else:
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")  # no absolute paths, links out or device files
+                _extract_safely(tar, target)
         except (tarfile.TarError, OSError) as err:
             raise ValueError(f"{archive}: not a readable kit archive ({err})") from err
     folders = [p for p in target.iterdir() if p.is_dir()]
@@ -54,6 +56,23 @@ def unpack_kit(archive: Path, site_id: str, state_dir: Path) -> dict:
     info = tomllib.loads((kit / "kit.toml").read_text())["kit"]
     os.chmod(kit / f"{site_id}.key", 0o600)
     return {"lab_address": info["lab_address"], "study": info["study"], "ca": kit / "ca.crt", "key": kit / f"{site_id}.key"}
+
+
+def _extract_safely(tar: tarfile.TarFile, target: Path) -> None:
+    """Extract regular files and folders only, each inside `target`: tarfile's "data" filter where this Python
+    has it (3.11.4 and later), else the same refusals by hand (Debian bookworm's Python is 3.11.2)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(target, filter="data")  # no absolute paths, links out or device files
+        return
+    root = target.resolve()
+    members = tar.getmembers()
+    for member in members:
+        destination = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or not destination.is_relative_to(root):
+            raise tarfile.TarError(f"refusing {member.name!r}: only files and folders inside the kit")
+    for member in members:
+        member.mode &= 0o755 if member.isdir() else 0o644
+    tar.extractall(target, members=members)
 
 
 def start_site(kit_archive: Path, site_config: Path, *, threads: int | None = None, status: Callable[[str], None] = print,
@@ -75,7 +94,7 @@ def start_site(kit_archive: Path, site_config: Path, *, threads: int | None = No
     status(f"this node never sends: {NEVER_SENDS}")
     command = site_node_command(site_config, threads=threads, supernode_args=[
         "--superlink", kit["lab_address"], "--port", str(free_port()), "--root-certificates", str(kit["ca"]),
-        "--auth-supernode-private-key", str(kit["key"]), "--max-retries", "0"])
+        "--auth-supernode-private-key", str(kit["key"])])  # Flower retries a lost lab itself (backoff ≤ 20 s)
     env = flower_environment(config.state_dir / "flwr-home")
     processes = Processes()
 

@@ -1,8 +1,10 @@
 """The coordinating lab's side of a deployed study, from the same pieces as `study run`:
 
 - `start_lab_service`: the long-lived SuperLink (loopback only, TLS, SuperNode authentication) and the Fleet
-  gateway on the lab's address, each site key of the lab's kit registered (again at every start: the SuperLink
-  keeps its state in memory), logs in files. Its state folder records the ports and the node id of every site,
+  gateway on the lab's address, each site key of the lab's kit registered, logs in files. The SuperLink keeps
+  its state in `superlink.db` in the state folder: a restarted lab keeps its registered sites (same node ids, so
+  hospitals reconnect by themselves) and its runs (`study status` still knows them; `study submit --resume`
+  continues the study). Its state folder records the ports and the node id of every site,
   which `submit`, `status` and `stop` read. While it runs it watches the kit's revoked.txt: a site revoked with
   `provision revoke` is unregistered from the SuperLink by its node id (the SuperLink then refuses that node)
   and taken out of the state folder, so no later study includes it.
@@ -16,11 +18,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cardiacfl.deployment import (Processes, StudyPaths, flower_environment, flower_run_status, flwr, free_port,
-                                  interrupt_on_signals, register_site, start_lab, study_run_config, submit, StudyInterrupted)
+from cardiacfl.deployment import (Processes, SiteKeyRefused, StudyPaths, flower_environment, flower_run_status, flwr,
+                                  free_port, interrupt_on_signals, register_site, start_lab, study_run_config, submit,
+                                  StudyInterrupted)
 from cardiacfl.provision import split_address
 
 STATE_FILE = "lab.json"
+SUPERLINK_DATABASE = "superlink.db"
 
 
 def _kit_paths(kit: Path) -> dict:
@@ -70,12 +74,14 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
     processes = Processes()
     try:
         with interrupt_on_signals():
-            start_lab(processes, pki, env, paths.logs, superlink_port=superlink_port, fleet_listen=f"{host}:{port}")
+            start_lab(processes, pki, env, paths.logs, superlink_port=superlink_port, fleet_listen=f"{host}:{port}",
+                      database=paths.work / SUPERLINK_DATABASE)
             # a revoked site's key is gone from site-keys/, so it is never registered here
-            nodes = {site: register_site(str(key), site, env) for site, key in pki["site_keys"].items()}
+            nodes = register_sites(pki["site_keys"], _previous_nodes(paths.work), env)
             record = {"superlink_port": superlink_port, "fleet": f"{host}:{port}", "db": db,
                       "checkpoints": str(paths.checkpoints), "site_nodes": nodes, "flwr_home": str(paths.flwr_home)}
             (paths.work / STATE_FILE).write_text(json.dumps(record, indent=2))
+            end_orphaned_runs(paths.work, db, env, status)
             status(f"lab ready: Fleet API on {host}:{port} for {', '.join(nodes) or 'no site'}; logs in {paths.logs}")
             status(f"lab state in {paths.work}: pass --lab-state {paths.work} to `study submit`, `status` and `stop`")
             if ready:
@@ -88,6 +94,52 @@ def start_lab_service(kit: Path, state: Path, *, db: str | None = None, fleet_li
         status("stopping the lab")
     finally:
         processes.stop()
+
+
+def end_orphaned_runs(state: Path, db: str, env: dict, status: Callable[[str], None] = print) -> list[int]:
+    """A lab that stops mid-study takes the study's ServerApp with it, while the SuperLink's database still says
+    the run is running (and would forever). At start, before any new study: stop such runs in Flower and mark
+    their study interrupted in the run database, so that `study status` tells the truth and `study submit
+    --resume` continues it. Returns the run ids stopped."""
+    from rundb.writer import mark_study_ended
+
+    runs = state / "runs.json"
+    submitted = json.loads(runs.read_text()) if runs.is_file() else []
+    orphaned = [entry["run_id"] for entry in submitted
+                if flower_run_status(entry["run_id"], env).split(":")[0] in ("pending", "starting", "running")]
+    for run_id in orphaned:
+        flwr(["stop", str(run_id), "study"], env)
+    snapshot = latest_study(db) if orphaned else {}
+    if snapshot.get("status") == "running":
+        mark_study_ended(db, snapshot["id"], "interrupted", "the lab stopped while the study ran")
+    if orphaned:
+        status(f"run(s) {', '.join(map(str, orphaned))} lost their ServerApp when the lab stopped: stopped; "
+               f"`study submit --resume` continues study {snapshot.get('study', '')} from its last checkpoint")
+    return orphaned
+
+
+def _previous_nodes(state: Path) -> dict[str, int]:
+    record_file = state / STATE_FILE
+    return json.loads(record_file.read_text()).get("site_nodes", {}) if record_file.is_file() else {}
+
+
+def register_sites(site_keys: dict[str, Path], previous: dict[str, int], env: dict) -> dict[str, int]:
+    """Each site's node id: registered now, or, for a key the SuperLink's database already holds (a restarted
+    lab), the id recorded when it was registered. A key registered with no record of its id is an error: the
+    lab could not tell that site's replies apart."""
+    listed = {int(n["node-id"]): n["status"] for n in
+              json.loads(flwr(["supernode", "list", "study", "--format", "json"], env)).get("nodes", [])}
+    nodes = {}
+    for site, key in site_keys.items():
+        try:
+            nodes[site] = register_site(str(key), site, env)
+        except SiteKeyRefused as refused:
+            known = previous.get(site)
+            if known is None or listed.get(int(known)) in (None, "unregistered"):
+                raise RuntimeError(f"{refused}; lab.json has no live node id for {site} (remove {SUPERLINK_DATABASE} "
+                                   "from the lab state to register every site afresh)") from None
+            nodes[site] = int(known)
+    return nodes
 
 
 def _kit_address(kit: Path) -> str:

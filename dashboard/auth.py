@@ -1,5 +1,6 @@
 """Sign-in for study leads: a shared secret from Streamlit secrets (`[dashboard] password = "..."` in
-`.streamlit/secrets.toml`) or the CARDIACFL_DASHBOARD_PASSWORD environment variable. Nothing about a study
+`.streamlit/secrets.toml`), a file named by CARDIACFL_DASHBOARD_PASSWORD_FILE (a container's secret: the
+password never appears in its environment) or the CARDIACFL_DASHBOARD_PASSWORD environment variable. Nothing about a study
 is shown before it is presented in the form. Wrong guesses are throttled and locked out (dashboard/throttle.py),
 per client and server-wide, and compared in constant time.
 
@@ -17,6 +18,7 @@ import streamlit as st
 from dashboard.throttle import SignInThrottle
 
 PASSWORD_ENV = "CARDIACFL_DASHBOARD_PASSWORD"
+PASSWORD_FILE_ENV = "CARDIACFL_DASHBOARD_PASSWORD_FILE"
 URL_TOKEN_ENV = "CARDIACFL_DASHBOARD_URL_TOKEN"
 
 
@@ -38,7 +40,20 @@ def configured_secret() -> str | None:
         secret = None
     except Exception:  # no secrets file at all
         secret = None
-    return secret or os.environ.get(PASSWORD_ENV) or None
+    return secret or password_from_file() or os.environ.get(PASSWORD_ENV) or None
+
+
+def password_from_file() -> str | None:
+    """The first line of the file CARDIACFL_DASHBOARD_PASSWORD_FILE names; an unreadable file is an error (a
+    dashboard that silently signs nobody in would look like a wrong password)."""
+    path = os.environ.get(PASSWORD_FILE_ENV, "")
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip() or None
+    except OSError as err:
+        raise RuntimeError(f"{PASSWORD_FILE_ENV}={path}: cannot read the dashboard password ({err.strerror})") from err
 
 
 def _matches(candidate: str, secret: str) -> bool:

@@ -112,3 +112,24 @@ def test_site_start_with_a_file_that_is_no_kit_is_one_line_and_exit_2(tiny_cohor
     config = tiny_cohort / "site_configs" / "hospital-a.toml"
     result = runner.invoke(app, ["site", "start", "--kit", str(junk), "--site-config", str(config)])
     assert result.exit_code == 2 and "not a readable kit archive" in " ".join(result.output.split()), result.output
+
+
+def test_site_status_and_app_hash_print_what_scripts_read(tiny_cohort, tmp_path, monkeypatch):
+    import json
+
+    from client.app_gate import app_hash
+    from client.site_round import open_ledger
+    from sitedata.site_config import load_site_config
+
+    monkeypatch.setenv("CARDIACFL_STATE_DIR", str(tmp_path / "state"))
+    config_path = tiny_cohort / "site_configs" / "hospital-a.toml"
+    with open_ledger(load_site_config(config_path), locked=True) as ledger:
+        ledger.record_decline(study="t", phase="finetune", server_round=1, reason="over budget")
+    result = runner.invoke(app, ["site", "status", "--site-config", str(config_path), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout.strip().splitlines()[-1])
+    assert status["site"] == "hospital-a" and status["epsilon"] == 0.0 and status["node"] == "not running"
+    assert status["last_rounds"] == [{"what": "declined", "study": "t", "phase": "finetune", "round": 1, "reason": "over budget"}]
+    printed = runner.invoke(app, ["app-hash", str(REPO)])
+    assert printed.exit_code == 0 and printed.stdout.strip() == app_hash(REPO)
+    assert runner.invoke(app, ["app-hash", str(tmp_path)]).exit_code == 2  # not an app folder

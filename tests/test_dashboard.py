@@ -274,3 +274,18 @@ def test_the_dashboard_hides_streamlits_developer_toolbar(monkeypatch):
     assert CliRunner().invoke(app, ["dashboard"]).exit_code == 0
     args = calls[0]
     assert args[args.index("--client.toolbarMode") + 1] == "viewer"
+
+
+def test_the_password_can_come_from_a_secret_file_and_an_unreadable_one_is_an_error(tmp_path, monkeypatch):
+    from dashboard import auth
+
+    monkeypatch.delenv("CARDIACFL_DASHBOARD_PASSWORD", raising=False)
+    secret = tmp_path / "dashboard_password"
+    secret.write_text("from-the-file\n")
+    monkeypatch.setenv(auth.PASSWORD_FILE_ENV, str(secret))
+    assert auth.configured_secret() == "from-the-file"
+    monkeypatch.setenv("CARDIACFL_DASHBOARD_PASSWORD", "from-the-environment")
+    assert auth.configured_secret() == "from-the-file"  # the file wins: a container's secret over its environment
+    monkeypatch.setenv(auth.PASSWORD_FILE_ENV, str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="missing: cannot read the dashboard password"):
+        auth.configured_secret()

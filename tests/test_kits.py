@@ -1,9 +1,11 @@
 """Study kits: the lab's kit names the lab's address, each hospital gets one archive with only what it needs,
 re-provisioning adds a site without invalidating the others, and a revoked site's key leaves the lab's list."""
 
+import io
 import stat
 import tarfile
 
+import pytest
 from cryptography import x509
 
 from cardiacfl.cli import app
@@ -51,3 +53,24 @@ def test_the_provision_command_writes_kits_and_revokes(tmp_path):
     result = runner.invoke(app, ["provision", "revoke", "--site", "hospital-b", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "lab" / "site-keys" / "hospital-b.pub").exists()
+
+
+
+@pytest.mark.parametrize("python_has_data_filter", [True, False], ids=["data-filter", "python-3.11.2"])
+def test_a_kit_unpacks_on_any_311_and_an_archive_that_writes_outside_is_refused(tmp_path, monkeypatch, python_has_data_filter):
+    """Debian bookworm's Python 3.11.2 has no tarfile filter: the hand-made check must refuse the same archives."""
+    from cardiacfl.hospital import unpack_kit
+
+    if not python_has_data_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    paths = provision_study(tmp_path / "kits", "s1", "lab:9092", ["hospital-a"])
+    kit = unpack_kit(paths["archives"]["hospital-a"], "hospital-a", tmp_path / "state")
+    assert kit["lab_address"] == "lab:9092" and stat.S_IMODE(kit["key"].stat().st_mode) == 0o600
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        payload = tarfile.TarInfo("hospital-a/../../escaped.txt")
+        payload.size = 4
+        tar.addfile(payload, io.BytesIO(b"evil"))
+    with pytest.raises(ValueError, match="not a readable kit archive"):
+        unpack_kit(evil, "hospital-a", tmp_path / "state2")
+    assert not (tmp_path / "escaped.txt").exists()
