@@ -46,6 +46,8 @@ def serve(site_config: str, threads: int | None = None) -> None:
         except AuthenticationError:
             print("refused a connection that did not hold the worker key", flush=True)
             continue
+        except (OSError, EOFError):  # a peer that left during the handshake: a liveness probe, a killed ClientApp
+            continue
         with connection:
             try:
                 request = connection.recv()
@@ -68,7 +70,10 @@ def serve(site_config: str, threads: int | None = None) -> None:
             where = f"round {request['round'].server_round}" if "round" in request else "before the study"
             print(f"run {current_run}: {request['op']} {where} "
                   f"{reply[0]} in {time.perf_counter() - started:.1f} s", flush=True)
-            connection.send(reply)
+            try:
+                connection.send(reply)
+            except OSError:  # the ClientApp was stopped while this site worked (Flower's timeout, `flwr stop`)
+                print(f"run {current_run}: the ClientApp left before the reply; the worker stays up", flush=True)
 
 
 def main() -> None:

@@ -127,3 +127,21 @@ def test_a_worker_exits_when_its_launcher_is_gone(tiny_cohort):
     finally:
         if is_alive(worker_pid):
             os.kill(worker_pid, 9)
+
+
+def test_a_peer_that_leaves_mid_handshake_does_not_stop_the_worker(supervised_worker):
+    """Found by the hospital container's healthcheck (a bare connect to the socket, then close): the worker died
+    with BrokenPipeError in the key challenge every 10 s and the site's rounds failed ("worker not reachable")."""
+    import socket
+
+    from client.worker_channel import call
+
+    config, address, worker = supervised_worker
+    pid = worker.process.pid
+    for _ in range(5):  # a liveness probe, or a ClientApp killed during the handshake
+        probe = socket.socket(socket.AF_UNIX)
+        probe.connect(str(address.socket_path))
+        probe.close()
+    overlap = call(address, {"op": "overlap", "run": 7, "fingerprints": {}}, wait_s=5)
+    assert worker.process.pid == pid and worker.process.poll() is None and worker.restarts == 0
+    assert overlap is not None
