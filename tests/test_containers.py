@@ -30,7 +30,7 @@ def test_images_run_our_entrypoints_as_a_numeric_non_root_user_without_secrets(d
     text = (REPO / "docker" / dockerfile).read_text()
     assert f"ENTRYPOINT {entrypoint}" in text
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
-    assert users and users[-1].isdigit() and users[-1] != "0"
+    assert users and all(part.isdigit() and part != "0" for part in users[-1].split(":"))  # uid[:gid], numeric
     assert "HEALTHCHECK" in text and "torch==${TORCH_VERSION}" in text
     assert not any(word in text for word in (".key", "PASSWORD=", "ca.key"))
     assert len(DOCKERFILES) == 3 and (REPO / "docker" / "compose.yaml").is_file()
@@ -125,3 +125,36 @@ def test_the_compose_init_script_makes_roles_the_lab_and_dashboard_can_use(postg
         subprocess.run([*as_superuser, "-c", f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)',
                         *(arg for role in roles for arg in ("-c", f'DROP ROLE IF EXISTS "{role}"'))],
                        capture_output=True, cwd="/")
+
+
+def _shared_prefix(text: str) -> list[str]:
+    """The instructions up to and including the project's install (comments and blank lines aside)."""
+    lines, current = [], ""
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        current += line.rstrip("\\").strip() + " "
+        if not line.rstrip().endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    end = next(i for i, line in enumerate(lines) if line.startswith("RUN pip install --no-deps -e ."))
+    return lines[:end + 1]
+
+
+def test_the_three_images_share_their_torch_and_dependency_layers():
+    """Docker reuses a layer only when every instruction before it is the same: the three Dockerfiles must open
+    with the same instructions, torch's install first, so the ≈ 860 MB torch layer is stored once."""
+    prefixes = {p.name: _shared_prefix(p.read_text()) for p in DOCKERFILES}
+    first = next(iter(prefixes.values()))
+    assert all(prefix == first for prefix in prefixes.values()), prefixes
+    torch_step = next(i for i, line in enumerate(first) if "torch==${TORCH_VERSION}" in line)
+    assert first[0].startswith("FROM ") and all(line.split()[0] in ("ARG", "ENV") for line in first[1:torch_step])
+    assert not any(line.startswith(("USER", "RUN useradd")) for line in first)  # per-image steps come after
+
+
+def test_the_build_context_holds_only_what_the_images_copy():
+    ignore = (REPO / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") if "*" in ignore else 0] == "*", "ignore everything, then allow what is copied"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {line.split()[1] for p in DOCKERFILES for line in p.read_text().splitlines() if line.startswith("COPY ")}
+    assert copied <= allowed and not allowed & {"data", "runs", "kits", "secrets", ".venv", ".git", "tests"}

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -272,7 +273,9 @@ def main() -> None:
     digest = federation.docker_cmd("run", "--rm", "--entrypoint", "cardiacfl", "cardiacfl-lab:latest", "app-hash").strip()
     env["CARDIACFL_APP_HASH"] = digest
     failures: list[str] = []
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt("SIGTERM")))  # to `finally`
     try:
+        federation.compose("down", "-v", "--remove-orphans", check=False)  # nothing left from an earlier run
         start = time.time()
         federation.compose("up", "-d", "--no-build")
         report["all_healthy_s"] = round(federation.wait_healthy(SERVICES, 300), 1)
@@ -318,7 +321,7 @@ def main() -> None:
         failures += report["password_leaks"]
         print(f"data mount write refused: {report['data_mount_write']!r}; process uids: {report['users']}; "
               f"password leaks: {report['password_leaks'] or 'none'}", flush=True)
-    except Exception as err:  # noqa: BLE001 - reported with the logs below
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - reported with the logs below
         failures.append(f"{type(err).__name__}: {err}")
     finally:
         logs = args.out / "logs"
