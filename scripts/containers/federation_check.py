@@ -4,7 +4,7 @@
 1. Inputs made on the host with the project's own commands: a 3-site synthetic cohort (mounted read-only), the
    study's kits for a lab named `lab`, random secrets (files only), the app hash from the lab's image.
 2. `docker-compose up`: every service must reach `healthy`.
-3. `study submit` of studies/deployed-try.toml (3 fine-tuning rounds, DP-SGD, SecAgg+) into the lab container.
+3. `study submit` of studies/deployed-try.toml with 5 rounds (fine-tuning, DP-SGD, SecAgg+) in the lab container.
 4. After round 1: hospital-b is killed and started again; its ε on the named volume is read while it is down and
    again after it is back (equal), and it must train again later in the study.
 5. After round 2: the lab container is stopped for longer than a heartbeat's grace and started again; the
@@ -38,7 +38,11 @@ from cardiacfl.deployment import free_port  # noqa: E402
 PROJECT = "cardiacfl-ct"
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 SERVICES = ("postgres", "lab", *SITES, "dashboard")
-STUDY = "/app/studies/deployed-try.toml"
+STUDY = "/state/container-check.toml"  # written into the lab's volume, so it outlives the lab's restart
+# studies/deployed-try.toml with 5 rounds: a hospital restarted in round 2, the lab in round 3, 2 rounds after
+STUDY_TEXT = (REPO / "studies" / "deployed-try.toml").read_text().replace('name = "deployed-try"', 'name = "container-check"')
+STUDY_TEXT = STUDY_TEXT.replace("rounds = 3", "rounds = 5")
+assert 'name = "container-check"' in STUDY_TEXT and "rounds = 5" in STUDY_TEXT, "studies/deployed-try.toml changed"
 SECRETS = ("postgres_password", "lab_db_password", "dashboard_db_password", "dashboard_password")
 SITE_UID, LAB_UID = 10001, 10002
 
@@ -47,9 +51,9 @@ class Federation:
     def __init__(self, docker: str, work: Path, env: dict):
         self.docker, self.work, self.env = docker, work, env
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    def compose(self, *args: str, check: bool = True, timeout: float = 600, stdin: str | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run(["docker-compose", "-p", PROJECT, "-f", str(REPO / "docker" / "compose.yaml"), *args],
-                                env=self.env, capture_output=True, text=True, timeout=timeout)
+                                env=self.env, capture_output=True, text=True, timeout=timeout, input=stdin)
         if check and result.returncode != 0:
             raise RuntimeError(f"docker-compose {' '.join(args[:3])} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
         return result
@@ -215,8 +219,8 @@ def check_no_passwords(federation: Federation, values: dict) -> list[str]:
 def check_users(federation: Federation) -> dict:
     users = {}
     for service in SERVICES:
-        rows = federation.docker_cmd("top", federation.container(service), "-eo", "uid,args").splitlines()[1:]
-        users[service] = sorted({int(row.split()[0]) for row in rows if row.strip()})
+        rows = federation.docker_cmd("top", federation.container(service), "-eo", "pid,uid,args").splitlines()[1:]
+        users[service] = sorted({int(row.split()[1]) for row in rows if row.strip()})
     return users
 
 
@@ -237,7 +241,7 @@ def dashboard_in_browser(port: int, password: str, out: Path) -> dict:
             page.get_by_role("button", name="Sign in").click()
             page.get_by_text("Validation, round by round").wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
-            seen["overview_names_the_study"] = "deployed-try" in page.inner_text("body")
+            seen["overview_names_the_study"] = "container-check" in page.inner_text("body")
             page.screenshot(path=str(out / "dashboard-overview.png"), full_page=True)
             page.locator("[data-testid=stSidebarNav] a", has_text="Privacy").click()
             page.get_by_text("lifetime budget").wait_for(timeout=60_000)
@@ -281,6 +285,7 @@ def main() -> None:
         report["all_healthy_s"] = round(federation.wait_healthy(SERVICES, 300), 1)
         print(f"all {len(SERVICES)} services healthy {report['all_healthy_s']:.0f} s after `up`", flush=True)
 
+        federation.compose("exec", "-T", "lab", "sh", "-c", f"cat > {STUDY}", stdin=STUDY_TEXT)
         submitted = time.time()
         out = federation.exec("lab", "cardiacfl", "study", "submit", "--study", STUDY, "--lab-state", "/state").stdout
         print(f"study submitted (app {digest[:12]}..., Flower run {out.strip().splitlines()[-1]})", flush=True)
@@ -303,7 +308,7 @@ def main() -> None:
             failures.append(f"the last round aggregated {last}, not every hospital")
         epsilon_end = epsilon_running(federation, "hospital-b")
         report["hospital_restart"]["epsilon_at_end"] = epsilon_end
-        if epsilon_end <= report["hospital_restart"]["epsilon_after_restart"]:
+        if epsilon_end <= report["hospital_restart"]["epsilon_on_volume_while_down"]:
             failures.append("hospital-b never trained again after its restart")
 
         seen = dashboard_in_browser(int(env["CARDIACFL_DASHBOARD_PORT"]), inputs["values"]["dashboard_password"], args.out)
