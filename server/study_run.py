@@ -126,7 +126,7 @@ class StudyRun:
             for phase in PHASES:
                 self.run_phase(grid, context, phase)
             self.db.update_study(self.study_id, status="finished", finished=time.time())
-        except KeyboardInterrupt:  # Flower's ServerApp turns SIGTERM/SIGINT into this: the lab stopped, `flwr stop`
+        except (KeyboardInterrupt, SystemExit):  # SIGINT, or Flower's SIGTERM handler (sys.exit): the lab stopped
             self.db.update_study(self.study_id, status="interrupted", finished=time.time(), status_reason=(
                 "the ServerApp was stopped (the lab stopped, or the run was stopped); `study submit --resume` "
                 "continues from the last aggregated round"))

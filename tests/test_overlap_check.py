@@ -93,9 +93,12 @@ def test_a_panel_that_copies_a_site_s_records_stops_the_study(tmp_path, tiny_dp_
     assert not list((tmp_path / "out").rglob("*.pt"))  # no round ran
 
 
-def test_a_serverapp_stopped_by_a_signal_leaves_its_study_resumable_not_failed(tmp_path, tiny_cohort, tiny_dp_study, monkeypatch):
-    """A lab container stopped mid-study: Flower turns SIGTERM into KeyboardInterrupt in the ServerApp, which
-    marked the study "failed: KeyboardInterrupt: "; it is an interruption that `study submit --resume` continues."""
+@pytest.mark.parametrize("signal_as", [KeyboardInterrupt, lambda: SystemExit(0)], ids=["SIGINT", "SIGTERM"])
+def test_a_serverapp_stopped_by_a_signal_leaves_its_study_resumable_not_failed(tmp_path, tiny_cohort, tiny_dp_study,
+                                                                               monkeypatch, signal_as):
+    """A lab container stopped mid-study: the ServerApp sees SIGINT as KeyboardInterrupt and SIGTERM as Flower's
+    sys.exit(0), and marked the study "failed: SystemExit: 0"; it is an interruption that `study submit --resume`
+    continues."""
     from rundb.queries import latest_study, resumable_study
     from server.study_config import load_study_config
     from server.study_run import StudyRun
@@ -104,10 +107,10 @@ def test_a_serverapp_stopped_by_a_signal_leaves_its_study_resumable_not_failed(t
     run = StudyRun(load_study_config(tmp_path / "study.toml"), db=str(tmp_path / "run.db"), out=tmp_path / "out")
 
     def stopped(*_args):
-        raise KeyboardInterrupt
+        raise signal_as()
 
     monkeypatch.setattr(run, "run_phase", stopped)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
         run.run(InProcessGrid({}), None)
     study = latest_study(run.db.engine)
     assert study.status == "interrupted" and "--resume" in study.status_reason

@@ -95,8 +95,7 @@ class Federation:
         return [line.split("\t") for line in out.splitlines() if line]
 
     def rounds(self) -> list[dict]:
-        rows = self.sql("select r.study_id, r.server_round, r.participants::text, r.seconds from rounds r "
-                        "join studies s on s.id = r.study_id order by r.started")
+        rows = self.sql("select study_id, server_round, participants::text, seconds from rounds order by started")
         return [{"study": int(a), "round": int(b), "participants": json.loads(c), "seconds": float(d) if d else None}
                 for a, b, c, d in rows]
 
@@ -294,13 +293,16 @@ def main() -> None:
         wait_for("round 2 to be aggregated", lambda: len(aggregated_rounds(federation)) >= 2, 600)
         restart_lab(federation, report)
         federation.exec("lab", "cardiacfl", "study", "submit", "--study", STUDY, "--lab-state", "/state", "--resume")
+        wait_for("the resumed study to run", lambda: federation.study().get("status") == "running", 300, step=1.0)
         final = wait_for("the study to finish", lambda: (s := federation.study()).get("status") in ("finished", "failed") and s, 900)
         report["study"] = {"status": final["status"], "reason": final.get("reason"), "wall_s": round(time.time() - submitted, 1),
-                           "rounds": aggregated_rounds(federation)}
+                           "rounds": aggregated_rounds(federation), "all_rounds": federation.rounds()}
         print(f"study {final['status']} {report['study']['wall_s']:.0f} s after submission "
               f"(with both restarts); {time.time() - start:.0f} s from `up`", flush=True)
-        for r in report["study"]["rounds"]:
-            print(f"  round {r['round']} (study #{r['study']}): {r['seconds']:.1f} s, trained: {', '.join(r['participants']['trained'])}")
+        for r in report["study"]["all_rounds"]:
+            took = f"{r['seconds']:.1f} s" if r["seconds"] is not None else "not finished"
+            print(f"  round {r['round']} (study #{r['study']}): {r['participants'].get('outcome', '-')}, {took}, "
+                  f"trained: {', '.join(r['participants'].get('trained', [])) or 'none'}")
         if final["status"] != "finished":
             failures.append(f"the study ended {final['status']}: {final.get('reason')}")
         last = report["study"]["rounds"][-1]["participants"]["trained"] if report["study"]["rounds"] else []
