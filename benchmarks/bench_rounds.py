@@ -1,8 +1,14 @@
 """Round time of the real deployment (SuperLink + one SuperNode per site, TLS + site authentication, on
-loopback): plain FedAvg rounds vs SecAgg+ rounds, for 3 and 5 sites, in one run; with the slowest site's
+loopback): plain FedAvg rounds vs SecAgg+ rounds, for each number of sites, in one run; with the slowest site's
 local compute per round and the peak memory of all study processes together.
 
-    .venv/bin/python benchmarks/bench_rounds.py [--sites 3 5] [--rounds 3] [--preset small]
+    .venv/bin/python benchmarks/bench_rounds.py [--sites 3 5 10 20] [--rounds 3] [--preset small]
+        [--clientapp warm cold] [--json rounds.json]
+
+--clientapp: how each site starts Flower's per-message ClientApp process: `warm`, forked from the site's warm
+launcher (client/warm_clientapp.py, the default), or `cold`, as Flower starts it (a new interpreter); both
+measure the two in the same run. --json writes one row per line of the table: {"sites", "mode", "clientapp",
+"round_s" (mean of the rounds after the first), "compute_s" (the slowest site's compute)}.
 
 Each configuration is a one-phase DP study (linear-probe fine-tuning: about a second of local compute) on a
 small synthetic cohort written for the benchmark. Round time = configure_fit -> aggregated (run database).
@@ -11,6 +17,7 @@ small synthetic cohort written for the benchmark. Round time = configure_fit -> 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -40,7 +47,7 @@ dp = true
 
 [secagg]
 enabled = {str(secagg).lower()}
-timeout_s = 120
+timeout_s = {max(120, 20 * len(sites))}
 
 [[phase]]
 name = "finetune"
@@ -51,10 +58,11 @@ min_sites = {len(sites)}
 """)
 
 
-def run_config(work: Path, study: Path) -> dict:
+def run_config(work: Path, study: Path, clientapp: str = "warm") -> dict:
     peak = [0]
+    env = dict(os.environ, CARDIACFL_WARM_CLIENTAPP="1" if clientapp == "warm" else "0")
     process = subprocess.Popen([str(REPO / ".venv/bin/cardiacfl"), "study", "run", "--study", str(study), "--work", str(work)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
     def sample() -> None:
         while process.poll() is None:
@@ -101,6 +109,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--keep", type=Path, default=None, help="keep the studies' work folders (logs, run DBs) here")
+    parser.add_argument("--clientapp", nargs="+", choices=["warm", "cold"], default=["warm"],
+                        help="warm: ClientApps forked from each site's warm launcher; cold: Flower's own start")
+    parser.add_argument("--json", type=Path, default=None, help="write the table's rows here as JSON")
     args = parser.parse_args()
     from synthetic.cohort import generate_cohort
 
@@ -110,27 +121,39 @@ def main() -> None:
         for config in configs:
             subprocess.run([str(REPO / ".venv/bin/cardiacfl"), "data", "check", "--site-config", str(config)],
                            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        print(f"{'sites':>5} {'mode':>7} {'round s (each)':>24} {'mean':>6} {'slowest compute':>16} {'peak GiB':>9}")
-        results = {}
+        print(f"{'sites':>5} {'mode':>7} {'clientapp':>9} {'round s (each)':>24} {'mean':>6} {'slowest compute':>16} "
+              f"{'peak GiB':>9}")
+        results, rows = {}, []
         for n in args.sites:
             for secagg in (False, True):
-                study = tmp / f"study-{n}-{secagg}.toml"
-                # A fresh copy of the cohort for every configuration: each site's privacy ledger is for life.
-                cohort = shutil.copytree(tmp / "cohort", tmp / f"cohort-{n}-{secagg}")
-                study_toml(study, [cohort / c.relative_to(tmp / "cohort") for c in configs[:n]], secagg, args.rounds, args.preset)
-                r = run_config((args.keep or tmp) / f"work-{n}-{secagg}", study)
-                results[(n, secagg)] = r
-                rounds = after_first(r["round_s"])
-                mean = sum(rounds) / len(rounds)
-                print(f"{n:>5} {'secagg' if secagg else 'plain':>7} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
-                      f"{mean:>6.1f} {max(r['slowest_compute_s']):>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
-                routing = [t - site for t, site in zip(rounds, after_first(r["slowest_site_s"]))]
-                print(f"      training message, per site (mean): ClientApp process start -> handler {r[K.STARTUP_S]:.1f} s, "
-                      f"the site's work {r[K.WORK_S]:.1f} s (of it: set-up {r[K.PREPARE_S]:.1f} s); Flower's routing "
-                      f"(round minus the slowest site's ClientApp start + work) {sum(routing) / len(routing):.1f} s per round",
-                      flush=True)
-            plain, secure = after_first(results[(n, False)]["round_s"]), after_first(results[(n, True)]["round_s"])
-            print(f"{n} sites: SecAgg+ / plain round time = {(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}")
+                for clientapp in args.clientapp:
+                    mode = "secagg" if secagg else "plain"
+                    study = tmp / f"study-{n}-{mode}-{clientapp}.toml"
+                    # A fresh copy of the cohort for every configuration: each site's privacy ledger is for life.
+                    cohort = shutil.copytree(tmp / "cohort", tmp / f"cohort-{n}-{mode}-{clientapp}")
+                    study_toml(study, [cohort / c.relative_to(tmp / "cohort") for c in configs[:n]], secagg, args.rounds,
+                               args.preset)
+                    r = run_config((args.keep or tmp) / f"work-{n}-{mode}-{clientapp}", study, clientapp)
+                    results[(n, secagg, clientapp)] = r
+                    rounds = after_first(r["round_s"])
+                    mean = sum(rounds) / len(rounds)
+                    compute = max(after_first(r["slowest_compute_s"]))
+                    rows.append({"sites": n, "mode": mode, "clientapp": clientapp, "round_s": round(mean, 2),
+                                 "compute_s": round(compute, 2), "peak_rss_gib": round(r["peak_rss_gib"], 2)})
+                    print(f"{n:>5} {mode:>7} {clientapp:>9} {' '.join(f'{s:.1f}' for s in r['round_s']):>24} "
+                          f"{mean:>6.1f} {compute:>16.2f} {r['peak_rss_gib']:>9.2f}", flush=True)
+                    routing = [t - site for t, site in zip(rounds, after_first(r["slowest_site_s"]))]
+                    print(f"      training message, per site (mean): ClientApp process start -> handler "
+                          f"{r[K.STARTUP_S]:.1f} s, the site's work {r[K.WORK_S]:.1f} s (of it: set-up {r[K.PREPARE_S]:.1f} s); "
+                          f"Flower's routing (round minus the slowest site's ClientApp start + work) "
+                          f"{sum(routing) / len(routing):.1f} s per round", flush=True)
+                    if args.json:  # after every line: a long run stopped midway keeps what it measured
+                        args.json.write_text(json.dumps(rows, indent=1))
+            for clientapp in args.clientapp:
+                plain = after_first(results[(n, False, clientapp)]["round_s"])
+                secure = after_first(results[(n, True, clientapp)]["round_s"])
+                print(f"{n} sites, {clientapp}: SecAgg+ / plain round time = "
+                      f"{(sum(secure) / len(secure)) / (sum(plain) / len(plain)):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ the app's FAB from the SuperNode, installs the FAB and runs its ClientApp with t
 verifies signatures only for apps fetched from its Hub. So a site's SuperNode runs with `--isolation process`
 and this module is its SuperExec:
 
-- `superexec`: Flower's own `flower-superexec`, with one change: a ClientApp task is launched as
-  `cardiacfl-clientapp` instead of `flwr-clientapp` (the executor's command table, one entry);
+- `superexec`: Flower's own `flower-superexec`, with two changes: a ClientApp task is launched as
+  `cardiacfl-clientapp` instead of `flwr-clientapp` (the executor's command table, one entry), and, where it
+  can, forked from a warm launcher that already runs the same gated entry point (client/warm_clientapp.py);
 - `clientapp` (`cardiacfl-clientapp`): Flower's own `flwr-clientapp`, with the FAB install step gated: the
   SHA-256 of the FAB's bytes must be in the site's approved list (`cardiacfl site approve`) before the FAB is
   unpacked. Otherwise the task fails with `AppNotApproved`, and Flower's own error path sends the lab an error
@@ -155,11 +156,17 @@ def clientapp() -> None:
 
 
 def superexec(argv: list[str]) -> None:
-    """Flower's flower-superexec, launching ClientApps through `cardiacfl-clientapp`."""
+    """Flower's flower-superexec, launching ClientApps through `cardiacfl-clientapp`: forked from the site's warm
+    launcher (client/warm_clientapp.py), or as a new process where that cannot apply."""
+    import importlib
+
     from flwr.supercore.cli.flower_superexec import flower_superexec
     from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
 
+    from client import warm_clientapp
+
     install_launcher(TASK_TYPE_TO_COMMAND, TaskType.CLIENT_APP)
+    warm_clientapp.install(importlib.import_module("flwr.supercore.superexec.run_superexec"))
     sys.argv = ["flower-superexec", *argv]
     flower_superexec()
 
