@@ -5,18 +5,20 @@ removed in 1.21): the site's SuperExec (client/app_gate.py) starts a Python inte
 runner (≈ 1.1 s on an idle core, several seconds when every site starts one on 2 cores) before it pulls the
 message. SecAgg+ is four messages per site per round, so that start is most of a round.
 
-Here the SuperExec starts, once, a *launcher* that has already imported Flower's ClientApp runner and the site's
-app gate; for each ClientApp task the launcher forks a child that runs Flower's own `flwr-clientapp` entry point
-with exactly the arguments Flower's SubprocessExecutor would have passed (Runtime API address, the task's token,
-TLS flags, --parent-pid). So each message still gets its own process, with Flower's lifetime, token and exit
-code handling, and the app gate still checks the FAB before anything of the app is installed; only the
-interpreter start and the imports are paid once per site instead of once per message.
+Here the SuperExec starts, once, a *launcher* that has already imported Flower's ClientApp runner and the entry
+point of the command Flower's table names for ClientApp tasks (`cardiacfl-clientapp`, the site's app gate, see
+client/app_gate.py); for each ClientApp task the launcher forks a child that calls that entry point with exactly
+the arguments Flower's SubprocessExecutor would have passed (Runtime API address, the task's token, TLS flags,
+--parent-pid). So each message still gets its own process, with Flower's lifetime, token and exit code
+handling, and the app gate still checks the FAB before anything of the app is installed; only the interpreter
+start and the imports are paid once per site instead of once per message.
 
 - `WarmClientAppExecutor`: Flower's Executor protocol around its SubprocessExecutor; ClientApp tasks go to the
   launcher, every other task, and every ClientApp task the launcher cannot take, to Flower's own start.
 - `install(run_superexec_module)`: the seam, the SuperExec's `get_executor` name (checked: a Flower without it
   keeps its own start). CARDIACFL_WARM_CLIENTAPP=0 turns it off.
-- `serve` (`python -m client.warm_clientapp --fd N`): the launcher, one JSON request per task on its socket.
+- `serve` (`python -m client.warm_clientapp --entry MODULE:FUNCTION --fd N`): the launcher, one JSON request
+  per task on its socket.
 """
 
 from __future__ import annotations
@@ -57,12 +59,24 @@ def clientapp_arguments(spec) -> list[str]:
     return args
 
 
+def entry_point(command: str) -> str:
+    """`module:function` of a console command installed with this interpreter's packages."""
+    from importlib.metadata import entry_points
+
+    found = [e.value for e in entry_points(group="console_scripts", name=command)]
+    if not found:
+        raise LauncherUnavailable(f"{command} is not a console command of this Python environment")
+    return found[0]
+
+
 class WarmLauncher:
     """The launcher process and its socket; `fork(argv)` -> the new ClientApp's pid."""
 
-    def __init__(self):
+    def __init__(self, command: str):
+        self.command = command
         ours, theirs = socket.socketpair()
-        self.process = subprocess.Popen([sys.executable, "-m", "client.warm_clientapp", "--fd", str(theirs.fileno())],
+        self.process = subprocess.Popen([sys.executable, "-m", "client.warm_clientapp", "--entry", entry_point(command),
+                                         "--command", command, "--fd", str(theirs.fileno())],
                                         pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self.socket = ours
@@ -103,9 +117,11 @@ class WarmClientAppExecutor:
     """Flower's Executor: ClientApps forked by the warm launcher, everything else as Flower starts it."""
 
     def __init__(self, fallback, launcher_factory=WarmLauncher):
+        from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
+
         self.fallback = fallback
-        try:
-            self.launcher: WarmLauncher | None = launcher_factory()
+        try:  # the command Flower's own start would run (client/app_gate.py puts the gated one in the table)
+            self.launcher: WarmLauncher | None = launcher_factory(TASK_TYPE_TO_COMMAND[TaskType.CLIENT_APP])
         except (LauncherUnavailable, OSError) as err:
             print(f"warm ClientApp launcher not started ({err}); Flower starts each ClientApp itself", flush=True)
             self.launcher = None
@@ -175,8 +191,8 @@ def _reap(_signum, _frame) -> None:
             print(f"warm ClientApp {pid} exited with code {code}", file=sys.stderr, flush=True)
 
 
-def _run_clientapp(argv: list[str], quiet: bool, channel: socket.socket) -> None:
-    """In the forked child: Flower's `flwr-clientapp` main with these arguments; never returns."""
+def _run_clientapp(main, command: str, argv: list[str], quiet: bool, channel: socket.socket) -> None:
+    """In the forked child: the command's entry point with these arguments; never returns."""
     code = 1
     try:
         os.close(channel.fileno())  # the launcher's socket is not the ClientApp's
@@ -185,10 +201,8 @@ def _run_clientapp(argv: list[str], quiet: bool, channel: socket.socket) -> None
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
-        from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
-
-        sys.argv = ["flwr-clientapp", *argv]
-        flwr_clientapp()
+        sys.argv = [command, *argv]
+        main()
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
@@ -200,14 +214,14 @@ def _run_clientapp(argv: list[str], quiet: bool, channel: socket.socket) -> None
         os._exit(code)
 
 
-def serve(fd: int) -> None:
+def serve(entry: str, command: str, fd: int) -> None:
     """Import what every ClientApp needs, then fork one child per request until the SuperExec closes the socket."""
     import importlib
 
-    from client.app_gate import install_clientapp_gate
-
-    install_clientapp_gate(importlib.import_module("flwr.supernode.runtime.run_clientapp"))
-    importlib.import_module("flwr.supernode.cli.flwr_clientapp")
+    module, _, function = entry.partition(":")
+    main = getattr(importlib.import_module(module), function)
+    for warm in ("flwr.supernode.cli.flwr_clientapp", "flwr.supernode.runtime.run_clientapp"):  # Flower's runner
+        importlib.import_module(warm)
     channel = socket.socket(fileno=fd)
     reader = channel.makefile("r")
     signal.signal(signal.SIGCHLD, _reap)
@@ -220,15 +234,18 @@ def serve(fd: int) -> None:
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                _run_clientapp([str(a) for a in request["argv"]], bool(request.get("quiet")), channel)
+                _run_clientapp(main, command, [str(a) for a in request["argv"]], bool(request.get("quiet")), channel)
             reply = {"pid": pid}
         channel.sendall((json.dumps(reply) + "\n").encode())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="The site's warm ClientApp launcher (started by its SuperExec).")
+    parser.add_argument("--entry", required=True, help="MODULE:FUNCTION of the ClientApp command")
+    parser.add_argument("--command", required=True, help="the command's name (the child's argv[0])")
     parser.add_argument("--fd", type=int, required=True, help="the socket the SuperExec passed")
-    serve(parser.parse_args().fd)
+    args = parser.parse_args()
+    serve(args.entry, args.command, args.fd)
 
 
 if __name__ == "__main__":

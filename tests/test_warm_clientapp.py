@@ -76,8 +76,8 @@ def test_a_dead_launcher_hands_the_task_to_flowers_own_start():
 
 
 def test_a_launcher_that_cannot_start_leaves_flowers_start_in_place():
-    def broken():
-        raise warm_clientapp.LauncherUnavailable("no fork here")
+    def broken(command):
+        raise warm_clientapp.LauncherUnavailable(f"no fork here for {command}")
 
     fallback = RecordingExecutor()
     executor = warm_clientapp.WarmClientAppExecutor(fallback, launcher_factory=broken)
@@ -97,3 +97,10 @@ def test_the_seam_wraps_only_the_subprocess_executor_and_refuses_a_flower_withou
     assert not warm_clientapp.install(types.SimpleNamespace())  # moved in a later Flower: keep its own start
     monkeypatch.setenv(warm_clientapp.ENABLE_ENV, "0")
     assert not warm_clientapp.install(types.SimpleNamespace(get_executor=None))
+
+
+def test_the_launcher_runs_the_command_flowers_table_names_and_refuses_one_it_cannot_resolve():
+    assert warm_clientapp.entry_point("flwr-clientapp").endswith(":flwr_clientapp")
+    assert warm_clientapp.entry_point("cardiacfl-clientapp") == "client.app_gate:clientapp"  # the gated one
+    with pytest.raises(warm_clientapp.LauncherUnavailable, match="not a console command"):
+        warm_clientapp.entry_point("no-such-clientapp")
