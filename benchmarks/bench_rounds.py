@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the studies' work folders (logs, run DBs) here")
     parser.add_argument("--clientapp", nargs="+", choices=["warm", "cold"], default=["warm"],
                         help="warm: ClientApps forked from each site's warm launcher; cold: Flower's own start")
+    parser.add_argument("--modes", nargs="+", choices=["plain", "secagg"], default=["plain", "secagg"])
     parser.add_argument("--json", type=Path, default=None, help="write the table's rows here as JSON")
     args = parser.parse_args()
     from synthetic.cohort import generate_cohort
@@ -125,7 +126,7 @@ def main() -> None:
               f"{'peak GiB':>9}")
         results, rows = {}, []
         for n in args.sites:
-            for secagg in (False, True):
+            for secagg in [mode == "secagg" for mode in args.modes]:
                 for clientapp in args.clientapp:
                     mode = "secagg" if secagg else "plain"
                     study = tmp / f"study-{n}-{mode}-{clientapp}.toml"
@@ -149,7 +150,7 @@ def main() -> None:
                           f"{sum(routing) / len(routing):.1f} s per round", flush=True)
                     if args.json:  # after every line: a long run stopped midway keeps what it measured
                         args.json.write_text(json.dumps(rows, indent=1))
-            for clientapp in args.clientapp:
+            for clientapp in args.clientapp if len(args.modes) == 2 else ():
                 plain = after_first(results[(n, False, clientapp)]["round_s"])
                 secure = after_first(results[(n, True, clientapp)]["round_s"])
                 print(f"{n} sites, {clientapp}: SecAgg+ / plain round time = "
