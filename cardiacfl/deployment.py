@@ -313,6 +313,12 @@ def submit(run_config: str, env: dict, federation_config: str | None = None, app
     return int(json.loads(output[output.index("{"):])["run-id"])
 
 
+def flower_run_statuses(env: dict) -> dict[int, str]:
+    """Flower's status of every run the SuperLink knows, from one `flwr ls`."""
+    reply = json.loads(flwr(["ls", "study", "--format", "json"], env))
+    return {int(run["run-id"]): str(run["status"]) for run in reply.get("runs", [])}
+
+
 def flower_run_status(run_id: int, env: dict) -> str:
     """Flower's own status of the run ('running', 'finished:completed', 'finished:failed', ...)."""
     reply = json.loads(flwr(["ls", "study", "--run-id", str(run_id), "--format", "json"], env))

@@ -2,8 +2,8 @@
 folder, says what the node will and will never send, and keeps the site node (SuperNode + warm worker,
 client/site_node.py) connected to the lab. A lab that goes away and comes back (a restart keeps its SuperLink
 state) is reconnected by Flower's own retries within about 20 s of its return, the node and its warm worker
-staying up; a node that exits (the lab refused its key) is started again with backoff. `site status` shows the site's privacy ledger, its last rounds and whether
-its node is up.
+staying up; a node that exits (the lab refused its key) is started again with backoff. `site status` shows the
+site's privacy ledger, its last rounds and whether its node is up.
 """
 
 from __future__ import annotations

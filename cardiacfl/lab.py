@@ -4,8 +4,8 @@
   gateway on the lab's address, each site key of the lab's kit registered, logs in files. The SuperLink keeps
   its state in `superlink.db` in the state folder: a restarted lab keeps its registered sites (same node ids, so
   hospitals reconnect by themselves) and its runs (`study status` still knows them; `study submit --resume`
-  continues the study). Its state folder records the ports and the node id of every site,
-  which `submit`, `status` and `stop` read. While it runs it watches the kit's revoked.txt: a site revoked with
+  continues the study). Its state folder records the ports and the node id of every site, which `submit`,
+  `status` and `stop` read. While it runs it watches the kit's revoked.txt: a site revoked with
   `provision revoke` is unregistered from the SuperLink by its node id (the SuperLink then refuses that node)
   and taken out of the state folder, so no later study includes it.
 - `submit_study`, `study_status`, `stop_study`: a study sent to, followed on and stopped at a running lab.
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from cardiacfl.deployment import (Processes, SiteKeyRefused, StudyPaths, flower_environment, flower_run_status, flwr,
-                                  free_port, interrupt_on_signals, register_site, start_lab, study_run_config, submit,
-                                  StudyInterrupted)
+from cardiacfl.deployment import (Processes, SiteKeyRefused, StudyPaths, flower_environment, flower_run_status,
+                                  flower_run_statuses, flwr, free_port, interrupt_on_signals, register_site, start_lab,
+                                  study_run_config, submit, StudyInterrupted)
 from cardiacfl.provision import split_address
 
 STATE_FILE = "lab.json"
@@ -105,8 +105,11 @@ def end_orphaned_runs(state: Path, db: str, env: dict, status: Callable[[str], N
 
     runs = state / "runs.json"
     submitted = json.loads(runs.read_text()) if runs.is_file() else []
+    if not submitted:
+        return []
+    statuses = flower_run_statuses(env)  # one `flwr ls` for every run, not one per run ever submitted
     orphaned = [entry["run_id"] for entry in submitted
-                if flower_run_status(entry["run_id"], env).split(":")[0] in ("pending", "starting", "running")]
+                if statuses.get(entry["run_id"], "").split(":")[0] in ("pending", "starting", "running")]
     for run_id in orphaned:
         flwr(["stop", str(run_id), "study"], env)
     snapshot = latest_study(db) if orphaned else {}

@@ -73,7 +73,6 @@ class WarmLauncher:
     """The launcher process and its socket; `fork(argv)` -> the new ClientApp's pid."""
 
     def __init__(self, command: str):
-        self.command = command
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen([sys.executable, "-m", "client.warm_clientapp", "--entry", entry_point(command),
                                          "--command", command, "--fd", str(theirs.fileno())],
@@ -95,10 +94,7 @@ class WarmLauncher:
                 raise LauncherUnavailable(f"the warm ClientApp launcher did not answer: {err}") from err
         if not line:
             raise LauncherUnavailable(f"the warm ClientApp launcher exited (code {self.process.poll()})")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise LauncherUnavailable(reply["error"])
-        return reply
+        return json.loads(line)
 
     def fork(self, argv: list[str], quiet: bool = False) -> int:
         return int(self._ask({"argv": argv, "quiet": quiet})["pid"])

@@ -243,3 +243,39 @@ def test_study_stop_stops_the_flower_run_and_marks_only_a_running_study_interrup
 
     lab.stop_study(tmp_path)  # stopping again leaves the interrupted study's reason as it was
     assert lab.study_status(tmp_path)["reason"] == "stopped by `study stop`"
+
+
+def test_a_restarted_lab_stops_the_runs_its_stop_orphaned_and_marks_their_study_interrupted(run_db_url, tmp_path, monkeypatch):
+    """One `flwr ls` for every submitted run (not one per run), `flwr stop` only for those Flower still has
+    running, and the study they ran marked interrupted so that `study submit --resume` continues it."""
+    import json
+
+    import cardiacfl.lab as lab
+
+    db = RunDatabase(run_db_url)
+    running = db.start_study("s", "tiny", {}, total_rounds=3)
+    (tmp_path / "runs.json").write_text(json.dumps([{"run_id": 11}, {"run_id": 42}, {"run_id": 7}]))
+    calls = []
+    monkeypatch.setattr(lab, "flower_run_statuses", lambda env: calls.append("ls") or {11: "finished:completed", 42: "running"})
+    monkeypatch.setattr(lab, "flwr", lambda args, env: calls.append(args) or "")
+
+    assert lab.end_orphaned_runs(tmp_path, run_db_url, {}, status=lambda _: None) == [42]
+    assert calls == ["ls", ["stop", "42", "study"]]  # run 7 is unknown to the SuperLink: left alone
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT status FROM studies WHERE id = :id"), {"id": running}).scalar_one() == "interrupted"
+
+    calls.clear()
+    (tmp_path / "runs.json").unlink()  # a lab that never ran a study asks Flower nothing
+    assert lab.end_orphaned_runs(tmp_path, run_db_url, {}, status=lambda _: None) == [] and calls == []
+
+
+def test_flower_run_statuses_reads_one_listing(monkeypatch):
+    import json
+
+    import cardiacfl.deployment as deployment
+
+    reply = {"runs": [{"run-id": "11", "status": "finished:completed"}, {"run-id": "42", "status": "running"}]}
+    asked = []
+    monkeypatch.setattr(deployment, "flwr", lambda args, env: asked.append(args) or json.dumps(reply))
+    assert deployment.flower_run_statuses({}) == {11: "finished:completed", 42: "running"}
+    assert asked == [["ls", "study", "--format", "json"]]
